@@ -1,0 +1,1 @@
+"""Benchmarks for speedup-proxy (replay stream over GSM-Symbolic similarity levels)."""

@@ -1,0 +1,134 @@
+"""The similarity-based budget policy: how much compute a request gets, given what memory holds.
+
+Tiers, after Pan & Zhao (arXiv 2505.20643):
+- reuse:  the same question (S1, or an S2 paraphrase with the same numbers and names) in the same
+          conversation and scope, where reuse is allowed -> answer from memory, no backend call.
+- guided: similar but not the same (S2 with other numbers, S3) -> up to `max_exemplars` solved
+          episodes as few-shot turns, `max_tokens` shrunk to what those episodes needed.
+- cold:   below the similarity floor (S4 and unrelated) -> nothing injected, the client's budget;
+          memory at low similarity backfires (more tokens, lower accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from memory_store.episode import Episode, Neighbour
+from memory_store.guard import same_question
+
+Tier = Literal["reuse", "guided", "cold"]
+
+
+class PolicyConfig(BaseModel):
+    reuse_similarity: float = Field(0.85, ge=0.0, le=1.0)
+    guided_similarity: float = Field(0.60, ge=0.0, le=1.0)
+    max_exemplars: int = Field(3, ge=0, le=8)
+    guided_budget_factor: float = Field(1.5, gt=0)
+    guided_budget_margin: int = Field(48, ge=0)
+    guided_min_tokens: int = Field(64, ge=1)
+    default_max_tokens: int = Field(1024, ge=1)
+    lower_n: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicyConfig:
+        if self.guided_similarity > self.reuse_similarity:
+            raise ValueError("guided_similarity must not exceed reuse_similarity")
+        return self
+
+
+class RequestFacts(BaseModel):
+    """What the policy needs to know about the request, independent of the HTTP shape."""
+
+    question: str
+    context_fingerprint: str
+    has_tools: bool
+    reuse_allowed: bool
+    client_max_tokens: int | None
+    client_n: int = 1
+
+
+class Decision(BaseModel):
+    tier: Tier
+    similarity: float = 0.0
+    reuse_source: Episode | None = None
+    exemplars: list[Episode] = Field(default_factory=list)
+    max_tokens: int | None = None
+    n: int = 1
+    escalation_max_tokens: int | None = None
+    estimated_cold_tokens: int = 0
+    estimated_cold_seconds: float = 0.0
+
+    @property
+    def episode_ids(self) -> list[str]:
+        if self.reuse_source is not None:
+            return [self.reuse_source.id]
+        return [episode.id for episode in self.exemplars]
+
+
+class BudgetPolicy:
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+
+    def decide(self, facts: RequestFacts, neighbours: list[Neighbour]) -> Decision:
+        usable = [n for n in neighbours if n.episode.usable]
+        best = usable[0].similarity if usable else 0.0
+        source = self._reuse_source(facts, usable)
+        if source is not None:
+            return Decision(
+                tier="reuse",
+                similarity=source.similarity,
+                reuse_source=source.episode,
+                n=1,
+                estimated_cold_tokens=source.episode.baseline_completion_tokens,
+                estimated_cold_seconds=source.episode.baseline_seconds,
+            )
+        close = [n for n in usable if n.similarity >= self.config.guided_similarity]
+        close = close[: self.config.max_exemplars]
+        if not close or self.config.max_exemplars == 0:
+            return Decision(tier="cold", similarity=best, max_tokens=facts.client_max_tokens, n=facts.client_n)
+        exemplars = [n.episode for n in close]
+        needed = max(e.usage.completion_tokens for e in exemplars)
+        budget = max(
+            self.config.guided_min_tokens,
+            math.ceil(needed * self.config.guided_budget_factor) + self.config.guided_budget_margin,
+        )
+        ceiling = facts.client_max_tokens or self.config.default_max_tokens
+        return Decision(
+            tier="guided",
+            similarity=best,
+            exemplars=exemplars,
+            max_tokens=min(budget, ceiling),
+            escalation_max_tokens=facts.client_max_tokens,
+            n=self._guided_n(facts.client_n, best),
+            estimated_cold_tokens=round(sum(e.baseline_completion_tokens for e in exemplars) / len(exemplars)),
+            estimated_cold_seconds=sum(e.baseline_seconds for e in exemplars) / len(exemplars),
+        )
+
+    def _reuse_source(self, facts: RequestFacts, neighbours: list[Neighbour]) -> Neighbour | None:
+        if not facts.reuse_allowed or facts.client_n != 1:
+            return None
+        for neighbour in neighbours:
+            episode = neighbour.episode
+            if neighbour.similarity < self.config.reuse_similarity:
+                break
+            if episode.context_fingerprint != facts.context_fingerprint:
+                continue
+            if facts.has_tools:
+                # With tools, only the identical conversation may be answered from memory.
+                if episode.question == facts.question:
+                    return neighbour
+                continue
+            if same_question(episode.question, facts.question):
+                return neighbour
+        return None
+
+    def _guided_n(self, client_n: int, similarity: float) -> int:
+        """Fewer samples on familiar questions: the closer the match, the fewer are needed."""
+        if client_n <= 1 or not self.config.lower_n:
+            return client_n
+        span = max(1e-6, self.config.reuse_similarity - self.config.guided_similarity)
+        familiarity = min(1.0, max(0.0, (similarity - self.config.guided_similarity) / span))
+        return max(1, math.ceil(client_n * (1.0 - 0.5 * familiarity)))

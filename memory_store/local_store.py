@@ -1,0 +1,168 @@
+"""Embedded memory: episodes in SQLite on local disk, searched through in-process FAISS indexes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from memory_store.episode import Episode, Neighbour
+from memory_store.vector_index import ScopeIndex
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS episodes (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    content_key TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    last_used_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS episodes_tenant ON episodes (tenant, last_used_at);
+"""
+
+
+class LocalMemory:
+    """Durable single-process memory. A restart rebuilds the FAISS indexes from SQLite."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.dim = dim
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._episodes: dict[str, Episode] = {}
+        self._indexes: dict[tuple[str, str], ScopeIndex] = {}
+        self._load()
+
+    def _load(self) -> None:
+        rows = self._db.execute("SELECT body, vector, hits, last_used_at FROM episodes").fetchall()
+        grouped: dict[tuple[str, str], tuple[list[str], list[np.ndarray]]] = {}
+        for body, blob, hits, last_used_at in rows:
+            episode = Episode.model_validate_json(body)
+            episode.hits = hits
+            episode.last_used_at = last_used_at
+            self._episodes[episode.id] = episode
+            ids, vectors = grouped.setdefault((episode.tenant, episode.scope), ([], []))
+            ids.append(episode.id)
+            vectors.append(np.frombuffer(blob, dtype=np.float32))
+        for key, (ids, vectors) in grouped.items():
+            self._index_for(key).add_many(ids, np.vstack(vectors))
+
+    def _index_for(self, key: tuple[str, str]) -> ScopeIndex:
+        index = self._indexes.get(key)
+        if index is None:
+            index = self._indexes[key] = ScopeIndex(self.dim)
+        return index
+
+    def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Neighbour]:
+        index = self._indexes.get((tenant, scope))
+        if index is None:
+            return []
+        found = []
+        # Over-fetch so that episodes rated bad can be skipped without starving k.
+        for episode_id, score in index.search(vector, k + 8):
+            episode = self._episodes.get(episode_id)
+            if episode is not None and episode.usable:
+                found.append(Neighbour(episode=episode, similarity=score))
+            if len(found) == k:
+                break
+        return found
+
+    def add(self, episode: Episode, vector: np.ndarray) -> Episode:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        with self._lock:
+            row = self._db.execute("SELECT id FROM episodes WHERE content_key = ?", (episode.content_key,)).fetchone()
+            if row is not None:
+                return self._episodes[row[0]]
+            self._db.execute(
+                "INSERT INTO episodes (id, tenant, scope, content_key, body, vector, hits, last_used_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    episode.id,
+                    episode.tenant,
+                    episode.scope,
+                    episode.content_key,
+                    episode.model_dump_json(),
+                    vector.tobytes(),
+                    episode.hits,
+                    episode.last_used_at,
+                ),
+            )
+            self._episodes[episode.id] = episode
+            self._index_for((episode.tenant, episode.scope)).add(episode.id, vector)
+            return episode
+
+    def get(self, tenant: str, episode_id: str) -> Episode | None:
+        episode = self._episodes.get(episode_id)
+        return episode if episode is not None and episode.tenant == tenant else None
+
+    def record_hit(self, tenant: str, episode_id: str) -> None:
+        episode = self.get(tenant, episode_id)
+        if episode is None:
+            return
+        now = time.time()
+        with self._lock:
+            episode.hits += 1
+            episode.last_used_at = now
+            self._db.execute("UPDATE episodes SET hits = hits + 1, last_used_at = ? WHERE id = ?", (now, episode_id))
+
+    def update(self, episode: Episode) -> None:
+        with self._lock:
+            if episode.id not in self._episodes:
+                return
+            self._episodes[episode.id] = episode
+            self._db.execute("UPDATE episodes SET body = ? WHERE id = ?", (episode.model_dump_json(), episode.id))
+
+    def delete(self, tenant: str, episode_id: str) -> bool:
+        with self._lock:
+            episode = self.get(tenant, episode_id)
+            if episode is None:
+                return False
+            self._db.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
+            del self._episodes[episode_id]
+            index = self._indexes.get((episode.tenant, episode.scope))
+            if index is not None:
+                index.remove(episode_id)
+            return True
+
+    def list_episodes(self, tenant: str, limit: int = 100, offset: int = 0) -> list[Episode]:
+        mine = sorted(
+            (e for e in self._episodes.values() if e.tenant == tenant),
+            key=lambda e: e.created_at,
+            reverse=True,
+        )
+        return mine[offset : offset + limit]
+
+    def delete_tenant(self, tenant: str) -> int:
+        with self._lock:
+            doomed = [e.id for e in self._episodes.values() if e.tenant == tenant]
+            self._db.execute("DELETE FROM episodes WHERE tenant = ?", (tenant,))
+            for episode_id in doomed:
+                del self._episodes[episode_id]
+            for key in [key for key in self._indexes if key[0] == tenant]:
+                del self._indexes[key]
+            return len(doomed)
+
+    def count(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return len(self._episodes)
+        return sum(1 for e in self._episodes.values() if e.tenant == tenant)
+
+    def tenants(self) -> list[str]:
+        return sorted({e.tenant for e in self._episodes.values()})
+
+    def health(self) -> dict[str, object]:
+        return {"backend": "local", "path": str(self.path), "episodes": len(self._episodes)}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

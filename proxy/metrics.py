@@ -1,0 +1,86 @@
+"""Prometheus metrics, kept in a registry owned by the app (no process-global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class _EpisodeGauge:
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily("speedup_episodes", "Episodes in memory", labels=["tenant"])
+        try:
+            counts = self._counts()
+        except Exception:  # noqa: BLE001 - a scrape must never fail because memory is down
+            counts = {}
+        for tenant, count in counts.items():
+            gauge.add_metric([tenant], count)
+        yield gauge
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("speedup_requests", "Chat requests by tier", ["tenant", "tier"], registry=r)
+        self.prompt_tokens = Counter(
+            "speedup_backend_prompt_tokens", "Prompt tokens sent to the backend", ["tenant"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "speedup_backend_completion_tokens", "Completion tokens made by the backend", ["tenant"], registry=r
+        )
+        self.saved_tokens = Counter(
+            "speedup_saved_tokens",
+            "Completion tokens saved against the cold estimate",
+            ["tenant", "tier"],
+            registry=r,
+        )
+        self.saved_seconds = Counter(
+            "speedup_saved_seconds",
+            "Backend seconds saved against the cold estimate",
+            ["tenant", "tier"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "speedup_escalations", "Guided calls cut off and retried with the full budget", ["tenant"], registry=r
+        )
+        self.request_latency = Histogram(
+            "speedup_request_latency_seconds",
+            "Whole request latency",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.proxy_latency = Histogram(
+            "speedup_proxy_added_latency_seconds",
+            "Latency added by the proxy (total minus backend time)",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.memory_failures = Counter(
+            "speedup_memory_failures",
+            "Memory or embedder faults that made a request fail open",
+            ["stage"],
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "speedup_backend_errors", "Backend failures returned to clients", ["code"], registry=r
+        )
+        self.episodes_stored = Counter("speedup_episodes_stored", "Episodes written to memory", ["tenant"], registry=r)
+        self.episodes_skipped = Counter(
+            "speedup_episodes_skipped", "Completions not stored, by reason", ["reason"], registry=r
+        )
+
+    def watch_episodes(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_EpisodeGauge(counts))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

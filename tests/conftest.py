@@ -1,0 +1,124 @@
+"""Shared fixtures: the real llama.cpp server, the real embedder, proxies on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from memory_store.embedder import MiniLMEncoder
+from proxy.app import create_app
+from proxy.config import Settings, load_settings
+from proxy.container import AppContainer, build_container
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """A uvicorn server for an ASGI app, in a thread with its own event loop."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.app = app
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    container: AppContainer
+    server: ServerThread
+
+    def client(self, api_key: str = "unused", **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kwargs)
+
+    def async_client(self, api_key: str = "unused") -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0)
+
+    def settle(self, timeout_s: float = 30.0) -> None:
+        """Wait until background episode writes are done."""
+        deadline = time.time() + timeout_s
+        while any(not t.done() for t in list(self.container.tasks)):
+            if time.time() > deadline:
+                raise TimeoutError("background tasks did not finish")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.container.memory and self.container.memory.close()
+        if self.container.embedder is not None:
+            self.container.embedder.close()
+
+
+@pytest.fixture(scope="session")
+def encoder() -> MiniLMEncoder:
+    return MiniLMEncoder()
+
+
+@pytest.fixture(scope="session")
+def llama_url() -> Iterator[str]:
+    """The real llama.cpp server with the default model, shared by the whole session."""
+    from proxy.container import start_embedded_backend
+
+    server, url = start_embedded_backend(Settings())
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+ProxyFactory = Callable[..., RunningProxy]
+
+
+@pytest.fixture
+def start_proxy(encoder: MiniLMEncoder, tmp_path: Path) -> Iterator[ProxyFactory]:
+    running: list[RunningProxy] = []
+
+    def factory(backend_url: str, data_dir: Path | None = None, **overrides: Any) -> RunningProxy:
+        flags = {"backend_url": backend_url, "data_dir": str(data_dir or tmp_path / "memory"), **overrides}
+        settings = load_settings(flags=flags, environ={})
+        container = build_container(settings, encoder=encoder)
+        server = ServerThread(create_app(container)).start()
+        proxy = RunningProxy(url=f"http://127.0.0.1:{server.port}", container=container, server=server)
+        running.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in running:
+        proxy.stop()
+
+
+@pytest.fixture
+def raw_http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as client:
+        yield client
