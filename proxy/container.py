@@ -13,6 +13,7 @@ from budget.policy import BudgetPolicy
 from memory_store.base import MemoryStore
 from memory_store.embedder import BatchingEmbedder, MiniLMEncoder, TextEncoder
 from memory_store.local_store import LocalMemory
+from proxy.accounting import RequestObserver
 from proxy.backend.client import OpenAIBackend
 from proxy.config import Settings
 from proxy.metrics import ProxyMetrics
@@ -29,6 +30,7 @@ class AppContainer:
     memory: MemoryStore | None = None
     embedder: BatchingEmbedder | None = None
     embedded_server: Any = None
+    observers: list[RequestObserver] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

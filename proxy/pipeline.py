@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from budget.policy import Decision, RequestFacts
 from memory_store.episode import Usage
 from memory_store.scope import MemoryKey, memory_key
+from proxy.accounting import Accounting
 from proxy.chat_request import ChatRequest, parse_chat_request, reuse_allowed
 from proxy.container import AppContainer
 from proxy.errors import ProxyError
@@ -23,44 +24,7 @@ from proxy.recall import Recollection, recall
 from proxy.remember import remember, skip_reason
 from proxy.sse import DONE, completion_chunks, event
 
-
-@dataclass
-class Accounting:
-    """What one request cost and saved; feeds the response headers, metrics and stats."""
-
-    tenant: str
-    decision: Decision
-    started: float
-    client_n: int = 1
-    usage: dict[str, int] = field(default_factory=dict)
-    last_usage: dict[str, Any] = field(default_factory=dict)
-    backend_seconds: float = 0.0
-    escalated: bool = False
-
-    @property
-    def saved_tokens(self) -> int:
-        if self.decision.tier == "reuse":
-            return self.decision.estimated_cold_tokens
-        if self.decision.tier == "guided":
-            cold = self.decision.estimated_cold_tokens * self.client_n
-            return max(0, cold - self.usage.get("completion_tokens", 0))
-        return 0
-
-    @property
-    def saved_seconds(self) -> float:
-        if self.decision.tier == "reuse":
-            return self.decision.estimated_cold_seconds
-        if self.decision.tier == "guided" and self.saved_tokens > 0:
-            return max(0.0, self.decision.estimated_cold_seconds - self.backend_seconds)
-        return 0.0
-
-    def headers(self, saved_tokens: int | None = None) -> dict[str, str]:
-        return {
-            "x-speedup-tier": self.decision.tier,
-            "x-speedup-similarity": f"{self.decision.similarity:.4f}",
-            "x-speedup-episodes": ",".join(self.decision.episode_ids),
-            "x-speedup-saved-tokens": str(self.saved_tokens if saved_tokens is None else saved_tokens),
-        }
+log = logging.getLogger(__name__)
 
 
 class ChatPipeline:
@@ -115,6 +79,7 @@ class ChatPipeline:
         if self.c.memory is not None:
             self.c.spawn(_in_thread(self.c.memory.record_hit, source.tenant, source.id))
         completion_id = "chatcmpl-" + uuid.uuid4().hex
+        account.response_id = completion_id
         created = int(time.time())
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         account.usage = usage
@@ -172,6 +137,7 @@ class ChatPipeline:
             self.c.metrics.backend_errors.labels(error.code or str(error.status)).inc()
             raise
         payload["usage"] = dict(account.usage)
+        account.response_id = payload.get("id")
         self._account(account)
         if key is not None and recollection.vector is not None:
             self._remember(key, recollection, payload, account)
@@ -280,6 +246,7 @@ class ChatPipeline:
             yield event(error.envelope())
         finally:
             await source.aclose()  # type: ignore[attr-defined]
+            account.response_id = completion_id
             account.backend_seconds += time.perf_counter() - backend_started
             self._account(account)
             if not failed and key is not None and recollection.vector is not None:
@@ -296,9 +263,14 @@ class ChatPipeline:
         m.completion_tokens.labels(account.tenant).inc(account.usage.get("completion_tokens", 0))
         m.saved_tokens.labels(account.tenant, tier).inc(account.saved_tokens)
         m.saved_seconds.labels(account.tenant, tier).inc(account.saved_seconds)
-        total = time.perf_counter() - account.started
-        m.request_latency.labels(tier).observe(total)
-        m.proxy_latency.labels(tier).observe(max(0.0, total - account.backend_seconds))
+        account.total_seconds = time.perf_counter() - account.started
+        m.request_latency.labels(tier).observe(account.total_seconds)
+        m.proxy_latency.labels(tier).observe(max(0.0, account.total_seconds - account.backend_seconds))
+        for observer in self.c.observers:
+            try:
+                observer.request_finished(account)
+            except Exception as error:  # noqa: BLE001 - accounting must never fail a request
+                log.warning("request observer failed: %s", error)
 
     def _remember(
         self, key: MemoryKey, recollection: Recollection, payload: dict[str, Any], account: Accounting
