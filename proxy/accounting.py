@@ -22,6 +22,7 @@ class Accounting:
     escalated: bool = False
     response_id: str | None = None
     total_seconds: float = 0.0
+    model: str = ""
 
     @property
     def saved_tokens(self) -> int:

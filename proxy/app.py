@@ -11,6 +11,7 @@ from proxy.auth import tenant_for
 from proxy.container import AppContainer
 from proxy.errors import ProxyError, install_error_handlers
 from proxy.pipeline import ChatPipeline
+from proxy.stats.api import stats_router
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -31,6 +32,7 @@ def create_app(container: AppContainer) -> FastAPI:
     install_error_handlers(app)
     pipeline = ChatPipeline(container)
     settings = container.settings
+    app.include_router(stats_router(container))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:

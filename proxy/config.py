@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from budget.policy import PolicyConfig
+from proxy.stats.pricing import Pricing
 
 ENV_PREFIX = "SPEEDUP_"
 LOCAL_TENANT = "local"
@@ -50,6 +51,7 @@ class Settings(BaseModel):
     log_level: str = "info"
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     embedded: EmbeddedBackendSettings = Field(default_factory=EmbeddedBackendSettings)
+    pricing: Pricing = Field(default_factory=Pricing)
 
     model_config = {"extra": "forbid"}
 

@@ -17,6 +17,8 @@ from proxy.accounting import RequestObserver
 from proxy.backend.client import OpenAIBackend
 from proxy.config import Settings
 from proxy.metrics import ProxyMetrics
+from proxy.stats.recorder import StatsRecorder
+from proxy.stats.store import open_stats_store
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class AppContainer:
     embedder: BatchingEmbedder | None = None
     embedded_server: Any = None
     observers: list[RequestObserver] = field(default_factory=list)
+    stats: StatsRecorder | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -49,6 +52,8 @@ class AppContainer:
     async def aclose(self) -> None:
         await self.drain(5.0)
         await self.backend.aclose()
+        if self.stats is not None:
+            self.stats.close()
         if self.embedder is not None:
             self.embedder.close()
         if self.memory is not None:
@@ -117,11 +122,12 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
             connect_timeout_s=settings.backend_connect_timeout_s,
             supports_n=supports_n,
         )
+        stats = StatsRecorder(open_stats_store(settings), settings.pricing)
     except Exception:
         if embedded_server is not None:
             embedded_server.stop()
         raise
-    return AppContainer(
+    container = AppContainer(
         settings=settings,
         backend=backend,
         policy=BudgetPolicy(settings.policy),
@@ -129,4 +135,7 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
         memory=memory,
         embedder=embedder,
         embedded_server=embedded_server,
+        stats=stats,
     )
+    container.observers.append(stats)
+    return container

@@ -46,7 +46,9 @@ class ChatPipeline:
                 metrics=self.c.metrics,
             )
         decision = self._decide(request, key, recollection)
-        account = Accounting(tenant=tenant, decision=decision, started=started, client_n=request.n)
+        account = Accounting(
+            tenant=tenant, decision=decision, started=started, client_n=request.n, model=request.model
+        )
         if decision.tier == "reuse":
             return self._reuse(request, account)
         if request.stream:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -104,10 +103,19 @@ ProxyFactory = Callable[..., RunningProxy]
 def start_proxy(encoder: MiniLMEncoder, tmp_path: Path) -> Iterator[ProxyFactory]:
     running: list[RunningProxy] = []
 
-    def factory(backend_url: str, data_dir: Path | None = None, **overrides: Any) -> RunningProxy:
-        flags = {"backend_url": backend_url, "data_dir": str(data_dir or tmp_path / "memory"), **overrides}
+    def factory(
+        backend_url: str, data_dir: Path | None = None, encoder_override: Any = None, **overrides: Any
+    ) -> RunningProxy:
+        # Behaviour tests must not flip to `cold` because CI's two cores are busy: a generous
+        # memory deadline here; the default 50 ms deadline has its own fail-open tests.
+        flags = {
+            "backend_url": backend_url,
+            "data_dir": str(data_dir or tmp_path / "memory"),
+            "memory_deadline_ms": 5000,
+            **overrides,
+        }
         settings = load_settings(flags=flags, environ={})
-        container = build_container(settings, encoder=encoder)
+        container = build_container(settings, encoder=encoder_override or encoder)
         server = ServerThread(create_app(container)).start()
         proxy = RunningProxy(url=f"http://127.0.0.1:{server.port}", container=container, server=server)
         running.append(proxy)
@@ -116,6 +124,20 @@ def start_proxy(encoder: MiniLMEncoder, tmp_path: Path) -> Iterator[ProxyFactory
     yield factory
     for proxy in running:
         proxy.stop()
+
+
+@pytest.fixture
+def stub_backend() -> Iterator[ServerThread]:
+    """A fast fake backend, for behaviour where the model's text does not matter."""
+    from bench.stub_backend import create_stub_app
+
+    server = ServerThread(create_stub_app()).start()
+    yield server
+    server.stop()
+
+
+def stub_url(server: ServerThread) -> str:
+    return f"http://127.0.0.1:{server.port}/v1"
 
 
 @pytest.fixture

@@ -1,0 +1,192 @@
+"""Reflections: short lessons written by the model, one per cluster of similar questions.
+
+Kept in SQLite next to local memory (also when episodes live in Redis), searched in
+process with one FAISS index per tenant, scope and kind of lesson.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from memory_store.vector_index import ScopeIndex
+
+ReflectionKind = Literal["reflect", "multi_case_reflect", "reflect_update"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reflections (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reflections_tenant ON reflections (tenant, updated_at);
+"""
+
+MAX_SOURCES = 64
+
+
+def new_reflection_id() -> str:
+    return "rf_" + uuid.uuid4().hex[:20]
+
+
+class Reflection(BaseModel):
+    """A lesson for a cluster of similar questions within one tenant and scope."""
+
+    id: str = Field(default_factory=new_reflection_id)
+    tenant: str
+    scope: str
+    kind: ReflectionKind
+    text: str
+    vector: list[float] = Field(default_factory=list, description="the cluster centroid (unit length)")
+    members: int = 1
+    tokens: int = Field(0, description="completion tokens of the current text")
+    cost_tokens: int = Field(0, description="all backend tokens spent writing and rewriting it")
+    revisions: int = 1
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    source_episode_ids: list[str] = Field(default_factory=list)
+
+    def absorb(self, vector: np.ndarray, episode_id: str) -> None:
+        """Move the centroid towards a new member and note it as a source."""
+        old = np.asarray(self.vector, dtype=np.float32)
+        new = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
+        centroid = _unit(old * self.members + new) if old.size else new
+        self.vector = centroid.tolist()
+        self.members += 1
+        if episode_id not in self.source_episode_ids:
+            self.source_episode_ids = (self.source_episode_ids + [episode_id])[-MAX_SOURCES:]
+
+    def public(self) -> dict[str, object]:
+        """The reflection without its vector, for APIs."""
+        return self.model_dump(exclude={"vector"})
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+class ReflectionStore:
+    """Durable lessons; a restart rebuilds the indexes from SQLite."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.dim = dim
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._items: dict[str, Reflection] = {}
+        self._indexes: dict[tuple[str, str, str], ScopeIndex] = {}
+        for body, blob in self._db.execute("SELECT body, vector FROM reflections").fetchall():
+            reflection = Reflection.model_validate_json(body)
+            reflection.vector = np.frombuffer(blob, dtype=np.float32).tolist()
+            self._items[reflection.id] = reflection
+            self._index(reflection).add(reflection.id, np.frombuffer(blob, dtype=np.float32))
+
+    def _index(self, reflection: Reflection) -> ScopeIndex:
+        key = (reflection.tenant, reflection.scope, reflection.kind)
+        index = self._indexes.get(key)
+        if index is None:
+            index = self._indexes[key] = ScopeIndex(self.dim)
+        return index
+
+    def nearest(
+        self, tenant: str, scope: str, kind: str, vector: np.ndarray, k: int = 1
+    ) -> list[tuple[Reflection, float]]:
+        """The k lessons of this kind whose centroids are closest to the vector, best first."""
+        index = self._indexes.get((tenant, scope, kind))
+        if index is None:
+            return []
+        found = []
+        for reflection_id, score in index.search(np.asarray(vector, dtype=np.float32), k):
+            reflection = self._items.get(reflection_id)
+            if reflection is not None:
+                found.append((reflection, score))
+        return found
+
+    def put(self, reflection: Reflection) -> Reflection:
+        """Insert or replace (text, centroid and sources may all have changed)."""
+        vector = np.asarray(reflection.vector, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.dim,):
+            raise ValueError(f"reflection vector must have {self.dim} dimensions")
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO reflections (id, tenant, scope, kind, body, vector, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    reflection.id,
+                    reflection.tenant,
+                    reflection.scope,
+                    reflection.kind,
+                    reflection.model_dump_json(exclude={"vector"}),
+                    vector.tobytes(),
+                    reflection.updated_at,
+                ),
+            )
+            index = self._index(reflection)
+            index.remove(reflection.id)
+            index.add(reflection.id, vector)
+            self._items[reflection.id] = reflection
+            return reflection
+
+    def get(self, tenant: str, reflection_id: str) -> Reflection | None:
+        reflection = self._items.get(reflection_id)
+        return reflection if reflection is not None and reflection.tenant == tenant else None
+
+    def delete(self, tenant: str, reflection_id: str) -> bool:
+        with self._lock:
+            reflection = self.get(tenant, reflection_id)
+            if reflection is None:
+                return False
+            self._db.execute("DELETE FROM reflections WHERE id = ?", (reflection_id,))
+            del self._items[reflection_id]
+            index = self._indexes.get((reflection.tenant, reflection.scope, reflection.kind))
+            if index is not None:
+                index.remove(reflection_id)
+            return True
+
+    def list_reflections(
+        self, tenant: str, limit: int = 100, offset: int = 0, kind: str | None = None
+    ) -> list[Reflection]:
+        mine = sorted(
+            (r for r in self._items.values() if r.tenant == tenant and (kind is None or r.kind == kind)),
+            key=lambda r: r.updated_at,
+            reverse=True,
+        )
+        return mine[offset : offset + limit]
+
+    def delete_tenant(self, tenant: str) -> int:
+        with self._lock:
+            doomed = [r.id for r in self._items.values() if r.tenant == tenant]
+            self._db.execute("DELETE FROM reflections WHERE tenant = ?", (tenant,))
+            for reflection_id in doomed:
+                del self._items[reflection_id]
+            for key in [key for key in self._indexes if key[0] == tenant]:
+                del self._indexes[key]
+            return len(doomed)
+
+    def count(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return len(self._items)
+        return sum(1 for r in self._items.values() if r.tenant == tenant)
+
+    def tenants(self) -> list[str]:
+        return sorted({r.tenant for r in self._items.values()})
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
