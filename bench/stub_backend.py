@@ -86,3 +86,26 @@ def create_stub_app(answer: str = ANSWER, mode: str = "ok", delay_s: float = 0.0
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def main() -> None:
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="fast OpenAI-compatible stub backend")
+    parser.add_argument("--port", type=int, default=8499)
+    parser.add_argument("--mode", default="ok", choices=["ok", "hang", "error", "reject_n"])
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    uvicorn.run(
+        create_stub_app(mode=args.mode, delay_s=args.delay),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,9 @@ Tier = Literal["reuse", "guided", "cold"]
 
 class PolicyConfig(BaseModel):
     reuse_similarity: float = Field(0.85, ge=0.0, le=1.0)
-    guided_similarity: float = Field(0.60, ge=0.0, le=1.0)
+    # Calibrated on GSM-Symbolic with MiniLM (docs/BENCHMARKS.md): S3 pairs score 0.49-0.93 with
+    # median 0.84, different-template (S4) pairs 0.43-0.70; below this floor nothing is injected.
+    guided_similarity: float = Field(0.66, ge=0.0, le=1.0)
     max_exemplars: int = Field(3, ge=0, le=8)
     guided_budget_factor: float = Field(1.5, gt=0)
     guided_budget_margin: int = Field(48, ge=0)

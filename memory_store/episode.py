@@ -53,7 +53,10 @@ class Episode(BaseModel):
 
     @property
     def usable(self) -> bool:
-        return self.rating != "bad"
+        """May be reused or injected: never when rated bad, nor when unrated and failing the verifier."""
+        if self.rating in ("good", "gold"):
+            return True
+        return self.rating != "bad" and self.verifier != "fail"
 
 
 class Neighbour(BaseModel):

@@ -26,225 +26,37 @@ _NUMBER_WORDS = {
 
 # Words whose change reverses or redirects a question while leaving it looking alike.
 _POLARITY_WORDS = frozenset(
-    [
-        "not",
-        "no",
-        "never",
-        "none",
-        "nothing",
-        "nobody",
-        "without",
-        "except",
-        "cannot",
-        "can't",
-        "isn't",
-        "aren't",
-        "wasn't",
-        "weren't",
-        "don't",
-        "doesn't",
-        "didn't",
-        "won't",
-        "wouldn't",
-        "shouldn't",
-        "couldn't",
-        "more",
-        "less",
-        "fewer",
-        "greater",
-        "smaller",
-        "larger",
-        "bigger",
-        "higher",
-        "lower",
-        "longer",
-        "shorter",
-        "older",
-        "younger",
-        "before",
-        "after",
-        "earlier",
-        "later",
-        "increase",
-        "increased",
-        "decrease",
-        "decreased",
-        "add",
-        "added",
-        "subtract",
-        "subtracted",
-        "plus",
-        "minus",
-        "gain",
-        "gained",
-        "lose",
-        "lost",
-        "loses",
-        "buy",
-        "buys",
-        "bought",
-        "sell",
-        "sells",
-        "sold",
-        "earn",
-        "earns",
-        "earned",
-        "spend",
-        "spends",
-        "spent",
-        "give",
-        "gives",
-        "gave",
-        "receive",
-        "receives",
-        "received",
-        "borrow",
-        "borrowed",
-        "lend",
-        "lent",
-        "minimum",
-        "maximum",
-        "min",
-        "max",
-        "most",
-        "least",
-        "first",
-        "last",
-        "left",
-        "right",
-        "up",
-        "down",
-        "in",
-        "out",
-        "above",
-        "below",
-        "over",
-        "under",
-        "true",
-        "false",
-        "always",
-        "only",
-        "cheapest",
-        "dearest",
-        "fastest",
-        "slowest",
-    ]
+    """not no never none nothing nobody without except cannot can't isn't aren't wasn't weren't don't
+    doesn't didn't won't wouldn't shouldn't couldn't more less fewer greater smaller larger bigger
+    higher lower longer shorter older younger before after earlier later increase decrease add
+    subtract plus minus gain lose buy sell earn spend give receive borrow lend minimum maximum min
+    max most least above below over under true false always only cheapest dearest fastest slowest
+    remain""".split()
 )
+
+# Inflections and synonyms folded onto one polarity word, so rewording keeps the signature.
+_CANONICAL = {
+    "increased": "increase", "increases": "increase", "decreased": "decrease", "decreases": "decrease",
+    "added": "add", "adds": "add", "subtracted": "subtract", "gained": "gain", "gains": "gain",
+    "lost": "lose", "loses": "lose", "buys": "buy", "bought": "buy", "purchase": "buy",
+    "purchases": "buy", "purchased": "buy", "sells": "sell", "sold": "sell", "earns": "earn",
+    "earned": "earn", "spends": "spend", "spent": "spend", "gives": "give", "gave": "give",
+    "receives": "receive", "received": "receive", "borrowed": "borrow", "lent": "lend",
+    "remaining": "remain", "remains": "remain", "left": "remain",
+}  # fmt: skip
 
 # Capitalised words that are ordinary English, not names, when they open a sentence.
 _COMMON_CAPITALISED = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "this",
-        "that",
-        "these",
-        "those",
-        "here",
-        "there",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "if",
-        "then",
-        "so",
-        "and",
-        "but",
-        "or",
-        "please",
-        "quick",
-        "question",
-        "problem",
-        "solve",
-        "answer",
-        "calculate",
-        "compute",
-        "find",
-        "work",
-        "determine",
-        "tell",
-        "given",
-        "suppose",
-        "assume",
-        "let",
-        "consider",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "is",
-        "are",
-        "was",
-        "were",
-        "do",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "it",
-        "its",
-        "he",
-        "she",
-        "they",
-        "we",
-        "you",
-        "i",
-        "my",
-        "your",
-        "his",
-        "her",
-        "their",
-        "our",
-        "each",
-        "every",
-        "after",
-        "before",
-        "during",
-        "in",
-        "on",
-        "at",
-        "for",
-        "from",
-        "with",
-        "by",
-        "of",
-        "to",
-        "as",
-        "all",
-        "some",
-        "any",
-        "many",
-        "much",
-        "word",
-        "math",
-        "now",
-        "note",
-        "also",
-        "next",
-        "finally",
-        "first",
-        "second",
-        "third",
-        "i'm",
-        "i've",
-        "okay",
-        "ok",
-        "hi",
-        "hello",
-        "hey",
-        "thanks",
-        "thank",
-    ]
+    """try good luck great thanks cheers consider imagine here's let's a an the this that these those
+    here there what which who whom whose when where why how if then so and but or please quick
+    question problem solve answer calculate compute find work determine tell given suppose assume
+    let consider can could would should will is are was were do does did has have had it its he she
+    they we you i my your his her their our each every after before during in on at for from with by
+    of to as all some any many much word math now note also next finally first second third i'm i've
+    okay ok hi hello hey thanks thank""".split()
 )
+
+_DETERMINERS = frozenset("this that the which each every any no another".split())
 
 _TOKEN = re.compile(r"\$?\d[\d,]*(?:\.\d+)?%?|[A-Za-z][A-Za-z'’-]*")
 
@@ -278,21 +90,30 @@ def _unit(word: str) -> str:
     return word[:-1] if word.endswith("s") and len(word) > 3 else word
 
 
+def _after_determiner(tokens: list[str], position: int) -> bool:
+    """'this one', 'each one': a pronoun, not the number 1."""
+    return position > 0 and tokens[position - 1].lower() in _DETERMINERS
+
+
 def signature(text: str) -> QuestionSignature:
     tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text))
     entities: list[str] = []
     polarity: list[str] = []
     for position, token in enumerate(tokens):
         lower = token.lower().replace("’", "'")
+        lower = _CANONICAL.get(lower, lower)
+        number = None
         if token[0].isdigit() or token[0] == "$":
-            entities.append("#" + _number(token))
-            following = tokens[position + 1] if position + 1 < len(tokens) else ""
-            if following and following[0].isalpha() and following.lower() not in _COMMON_CAPITALISED:
-                entities.append("u:" + _unit(following))
-        elif lower in _NUMBER_WORDS:
-            entities.append("#" + _NUMBER_WORDS[lower])
+            number = _number(token)
+        elif lower in _NUMBER_WORDS and not (lower == "one" and _after_determiner(tokens, position)):
+            number = _NUMBER_WORDS[lower]
         elif token[0].isupper() and lower not in _COMMON_CAPITALISED and lower not in _POLARITY_WORDS:
             entities.append("n:" + lower)
+        if number is not None:
+            entities.append("#" + number)
+            following = tokens[position + 1] if position + 1 < len(tokens) else ""
+            if following[:1].isalpha() and following.lower() not in _COMMON_CAPITALISED | _NUMBER_WORDS.keys():
+                entities.append("u:" + _unit(following))
         if lower in _POLARITY_WORDS:
             polarity.append(lower)
     return QuestionSignature(entities=tuple(entities), polarity=tuple(sorted(polarity)))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from memory_store.episode import Episode, Neighbour
+from memory_store.limits import LimitCounters, MemoryLimits, expired, usefulness
 from memory_store.vector_index import ScopeIndex
 
 _SCHEMA = """
@@ -28,9 +31,13 @@ CREATE INDEX IF NOT EXISTS episodes_tenant ON episodes (tenant, last_used_at);
 
 
 class LocalMemory:
-    """Durable single-process memory. A restart rebuilds the FAISS indexes from SQLite."""
+    """Durable single-process memory. A restart rebuilds the FAISS indexes from SQLite.
 
-    def __init__(self, path: Path, dim: int) -> None:
+    `limits` bounds it: per-tenant capacity (least useful evicted on write) and a TTL
+    (expired episodes are never returned and are purged at most every `_expiry_interval_s`).
+    """
+
+    def __init__(self, path: Path, dim: int, limits: MemoryLimits | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.dim = dim
@@ -41,7 +48,12 @@ class LocalMemory:
         self._lock = threading.RLock()
         self._episodes: dict[str, Episode] = {}
         self._indexes: dict[tuple[str, str], ScopeIndex] = {}
+        self._by_tenant: dict[str, set[str]] = {}
+        self.limits = limits or MemoryLimits()
+        self.removals = LimitCounters()
+        self._last_expiry = 0.0
         self._load()
+        self.expire()
 
     def _load(self) -> None:
         rows = self._db.execute("SELECT body, vector, hits, last_used_at FROM episodes").fetchall()
@@ -51,6 +63,7 @@ class LocalMemory:
             episode.hits = hits
             episode.last_used_at = last_used_at
             self._episodes[episode.id] = episode
+            self._by_tenant.setdefault(episode.tenant, set()).add(episode.id)
             ids, vectors = grouped.setdefault((episode.tenant, episode.scope), ([], []))
             ids.append(episode.id)
             vectors.append(np.frombuffer(blob, dtype=np.float32))
@@ -68,10 +81,11 @@ class LocalMemory:
         if index is None:
             return []
         found = []
+        now = time.time()
         # Over-fetch so that episodes rated bad can be skipped without starving k.
         for episode_id, score in index.search(vector, k + 8):
             episode = self._episodes.get(episode_id)
-            if episode is not None and episode.usable:
+            if episode is not None and episode.usable and not expired(episode.created_at, now, self.limits):
                 found.append(Neighbour(episode=episode, similarity=score))
             if len(found) == k:
                 break
@@ -98,8 +112,50 @@ class LocalMemory:
                 ),
             )
             self._episodes[episode.id] = episode
+            self._by_tenant.setdefault(episode.tenant, set()).add(episode.id)
             self._index_for((episode.tenant, episode.scope)).add(episode.id, vector)
-            return episode
+            self._enforce_capacity(episode.tenant, keep=episode.id)
+        self._maybe_expire()
+        return episode
+
+    def _enforce_capacity(self, tenant: str, keep: str) -> None:
+        capacity = self.limits.capacity_per_tenant
+        mine = self._by_tenant.get(tenant, set())
+        if capacity is None or len(mine) <= capacity:
+            return
+        weight = self.limits.hit_weight_s
+        candidates = (self._episodes[i] for i in mine if i != keep)
+        doomed = heapq.nsmallest(
+            len(mine) - capacity, candidates, key=lambda e: usefulness(e.last_used_at, e.hits, weight)
+        )
+        for episode in doomed:
+            self._remove_locked(episode)
+        self.removals.count(evicted=len(doomed))
+
+    def _maybe_expire(self) -> None:
+        ttl = self.limits.ttl_s
+        if ttl is not None and time.time() - self._last_expiry >= min(60.0, ttl / 4):
+            self.expire()
+
+    def expire(self) -> int:
+        """Delete every episode older than the TTL; returns how many."""
+        self._last_expiry = time.time()
+        if self.limits.ttl_s is None:
+            return 0
+        with self._lock:
+            doomed = [e for e in self._episodes.values() if expired(e.created_at, self._last_expiry, self.limits)]
+            for episode in doomed:
+                self._remove_locked(episode)
+        self.removals.count(expired=len(doomed))
+        return len(doomed)
+
+    def _remove_locked(self, episode: Episode) -> None:
+        self._db.execute("DELETE FROM episodes WHERE id = ?", (episode.id,))
+        self._episodes.pop(episode.id, None)
+        self._by_tenant.get(episode.tenant, set()).discard(episode.id)
+        index = self._indexes.get((episode.tenant, episode.scope))
+        if index is not None:
+            index.remove(episode.id)
 
     def get(self, tenant: str, episode_id: str) -> Episode | None:
         episode = self._episodes.get(episode_id)
@@ -127,16 +183,12 @@ class LocalMemory:
             episode = self.get(tenant, episode_id)
             if episode is None:
                 return False
-            self._db.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
-            del self._episodes[episode_id]
-            index = self._indexes.get((episode.tenant, episode.scope))
-            if index is not None:
-                index.remove(episode_id)
+            self._remove_locked(episode)
             return True
 
     def list_episodes(self, tenant: str, limit: int = 100, offset: int = 0) -> list[Episode]:
         mine = sorted(
-            (e for e in self._episodes.values() if e.tenant == tenant),
+            (self._episodes[i] for i in list(self._by_tenant.get(tenant, ())) if i in self._episodes),
             key=lambda e: e.created_at,
             reverse=True,
         )
@@ -144,21 +196,25 @@ class LocalMemory:
 
     def delete_tenant(self, tenant: str) -> int:
         with self._lock:
-            doomed = [e.id for e in self._episodes.values() if e.tenant == tenant]
+            doomed = self._by_tenant.pop(tenant, set())
             self._db.execute("DELETE FROM episodes WHERE tenant = ?", (tenant,))
             for episode_id in doomed:
-                del self._episodes[episode_id]
+                self._episodes.pop(episode_id, None)
             for key in [key for key in self._indexes if key[0] == tenant]:
                 del self._indexes[key]
             return len(doomed)
 
     def count(self, tenant: str | None = None) -> int:
+        self._maybe_expire()
         if tenant is None:
             return len(self._episodes)
-        return sum(1 for e in self._episodes.values() if e.tenant == tenant)
+        return len(self._by_tenant.get(tenant, ()))
 
     def tenants(self) -> list[str]:
-        return sorted({e.tenant for e in self._episodes.values()})
+        return sorted(t for t, ids in self._by_tenant.items() if ids)
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        self.removals.register(registry)
 
     def health(self) -> dict[str, object]:
         return {"backend": "local", "path": str(self.path), "episodes": len(self._episodes)}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from budget.policy import Decision
+from memory_store.scope import MemoryKey
 
 
 @dataclass
@@ -23,6 +24,10 @@ class Accounting:
     response_id: str | None = None
     total_seconds: float = 0.0
     model: str = ""
+    # Memory that learns (proxy/learning.py): the mode used, the lesson injected, the memory coordinates.
+    memory_mode: str | None = None
+    reflection_id: str | None = None
+    memory_key: MemoryKey | None = None
 
     @property
     def saved_tokens(self) -> int:
@@ -50,12 +55,21 @@ class Accounting:
         return int(self.usage.get("prompt_tokens", 0))
 
     def headers(self, saved_tokens: int | None = None) -> dict[str, str]:
-        return {
+        timing = {}
+        if self.total_seconds:
+            # Standard Server-Timing: what the proxy itself added, and the backend's share.
+            proxy_ms = max(0.0, self.total_seconds - self.backend_seconds) * 1000
+            timing["server-timing"] = f"proxy;dur={proxy_ms:.2f}, backend;dur={self.backend_seconds * 1000:.2f}"
+        return timing | {
             "x-speedup-tier": self.decision.tier,
             "x-speedup-similarity": f"{self.decision.similarity:.4f}",
             "x-speedup-episodes": ",".join(self.decision.episode_ids),
             "x-speedup-saved-tokens": str(self.saved_tokens if saved_tokens is None else saved_tokens),
-        }
+        } | self._memory_headers()
+
+    def _memory_headers(self) -> dict[str, str]:
+        found = {"x-speedup-memory-mode": self.memory_mode, "x-speedup-reflection": self.reflection_id}
+        return {name: value for name, value in found.items() if value}
 
 
 class RequestObserver(Protocol):

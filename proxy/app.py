@@ -7,9 +7,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from proxy.admin_routes import admin_router
 from proxy.auth import tenant_for
 from proxy.container import AppContainer
 from proxy.errors import ProxyError, install_error_handlers
+from proxy.feedback import feedback_router
 from proxy.pipeline import ChatPipeline
 from proxy.stats.api import stats_router
 
@@ -33,6 +35,8 @@ def create_app(container: AppContainer) -> FastAPI:
     pipeline = ChatPipeline(container)
     settings = container.settings
     app.include_router(stats_router(container))
+    app.include_router(feedback_router(container))
+    app.include_router(admin_router(container))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proxy.errors import ProxyError
+from proxy.memory_modes import MemoryMode
 
 ReuseControl = Literal["auto", "allow", "never"]
 
@@ -29,6 +30,7 @@ class SpeedupOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reuse: ReuseControl = "auto"
     memory: Literal["on", "off"] = "on"
+    memory_mode: MemoryMode | None = None  # overrides the configured mode (proxy/memory_modes.py)
 
 
 class ChatRequest(BaseModel):

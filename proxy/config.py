@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from budget.policy import PolicyConfig
+from proxy.memory_modes import MemoryModes
 from proxy.stats.pricing import Pricing
 
 ENV_PREFIX = "SPEEDUP_"
@@ -52,6 +53,7 @@ class Settings(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     embedded: EmbeddedBackendSettings = Field(default_factory=EmbeddedBackendSettings)
     pricing: Pricing = Field(default_factory=Pricing)
+    memory_modes: MemoryModes = Field(default_factory=MemoryModes)
 
     model_config = {"extra": "forbid"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from memory_store.local_store import LocalMemory
 from proxy.accounting import RequestObserver
 from proxy.backend.client import OpenAIBackend
 from proxy.config import Settings
+from proxy.learning import Learning
 from proxy.metrics import ProxyMetrics
 from proxy.stats.recorder import StatsRecorder
 from proxy.stats.store import open_stats_store
@@ -35,6 +36,10 @@ class AppContainer:
     observers: list[RequestObserver] = field(default_factory=list)
     stats: StatsRecorder | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    learning: Learning | None = None  # reflections, response log, verifier, feedback; None when memory is off
+    # Hooks for stats: feedback as (tenant, tier, rating); reflection costs as proxy.reflection_writer.ReflectionCost.
+    feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
+    reflection_listeners: list[Callable[[Any], None]] = field(default_factory=list)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work off the request path, keeping a reference so it is neither lost nor orphaned."""
@@ -56,6 +61,8 @@ class AppContainer:
             self.stats.close()
         if self.embedder is not None:
             self.embedder.close()
+        if self.learning is not None:
+            self.learning.close()
         if self.memory is not None:
             self.memory.close()
         if self.embedded_server is not None:
@@ -138,4 +145,7 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
         stats=stats,
     )
     container.observers.append(stats)
+    if memory is not None:
+        container.learning = Learning.open(container)
+        container.observers.append(container.learning)
     return container

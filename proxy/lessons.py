@@ -85,10 +85,8 @@ def clean_lesson(text: str, finish_reason: str | None, max_tokens: int) -> str:
     text = text[:limit]
     if cut:
         ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-        if ends and ends[-1] >= len(text) // 3:
-            text = text[: ends[-1]]
-        else:
-            text = text.rsplit(" ", 1)[0].rstrip(",;:") + "..."
+        whole_sentences = bool(ends) and ends[-1] >= len(text) // 3
+        text = text[: ends[-1]] if whole_sentences else text.rsplit(" ", 1)[0].rstrip(",;:") + "..."
     return text.strip()
 
 

@@ -46,9 +46,14 @@ class ChatPipeline:
                 metrics=self.c.metrics,
             )
         decision = self._decide(request, key, recollection)
+        plan = self.c.learning.plan(tenant, request, body, key, recollection, decision) if self.c.learning else None
+        if plan is not None:  # the memory mode may drop tiers and add a lesson to the body
+            decision, body = plan.decision, plan.body
         account = Accounting(
             tenant=tenant, decision=decision, started=started, client_n=request.n, model=request.model
         )
+        if plan is not None:
+            plan.annotate(account, key)
         if decision.tier == "reuse":
             return self._reuse(request, account)
         if request.stream:
@@ -291,20 +296,21 @@ class ChatPipeline:
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
         cold = account.decision.tier == "cold"
         assert self.c.memory is not None and recollection.vector is not None
-        self.c.spawn(
-            remember(
-                self.c.memory,
-                self.c.metrics,
-                key,
-                recollection.vector,
-                answer=choices[0]["message"]["content"],
-                usage=usage,
-                baseline_tokens=completion if cold else account.decision.estimated_cold_tokens,
-                baseline_seconds=account.backend_seconds if cold else account.decision.estimated_cold_seconds,
-                source_tier=account.decision.tier,
-                response_id=str(payload.get("id") or ""),
-            )
+        work = remember(
+            self.c.memory,
+            self.c.metrics,
+            key,
+            recollection.vector,
+            answer=choices[0]["message"]["content"],
+            usage=usage,
+            baseline_tokens=completion if cold else account.decision.estimated_cold_tokens,
+            baseline_seconds=account.backend_seconds if cold else account.decision.estimated_cold_seconds,
+            source_tier=account.decision.tier,
+            response_id=str(payload.get("id") or ""),
         )
+        if self.c.learning is not None:  # verify, apply early ratings, write lessons: all in the background
+            work = self.c.learning.after_remember(work, recollection.vector, account)
+        self.c.spawn(work)
 
 
 async def _in_thread(function: Any, *args: Any) -> None:

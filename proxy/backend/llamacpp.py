@@ -152,8 +152,7 @@ class EmbeddedLlamaServer:
                         pass
                 if time.monotonic() > deadline:
                     raise LlamaServerError(
-                        f"llama server not healthy after {timeout_s:.0f}s; log {self.log_path}:\n"
-                        f"{self.log_tail()}"
+                        f"llama server not healthy after {timeout_s:.0f}s; log {self.log_path}:\n{self.log_tail()}"
                     )
                 time.sleep(0.1)
 

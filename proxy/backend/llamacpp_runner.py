@@ -15,6 +15,7 @@ Run by :class:`proxy.backend.llamacpp.EmbeddedLlamaServer`; not meant for direct
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -141,11 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     import xllamacpp
 
     server = xllamacpp.Server(build_params(args))  # blocks until the model is loaded
-    _write_ready_file(args.ready_file, server.listening_address)
-    print(f"runner: serving on {server.listening_address}", file=sys.stderr, flush=True)
-    reason = waiter.wait()
-    print(f"runner: stopping ({reason})", file=sys.stderr, flush=True)
-    del server  # ~Server stops the HTTP server and the main loop
+    try:
+        _write_ready_file(args.ready_file, server.listening_address)
+        print(f"runner: serving on {server.listening_address}", file=sys.stderr, flush=True)
+        reason = waiter.wait()
+        print(f"runner: stopping ({reason})", file=sys.stderr, flush=True)
+        del server  # ~Server stops the HTTP server and the main loop
+    finally:
+        # The parent normally removes its temp dir; after it was SIGKILLed nobody else will.
+        args.ready_file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            args.ready_file.parent.rmdir()  # only if empty
     return 0
 
 

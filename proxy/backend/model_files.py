@@ -65,15 +65,12 @@ def part_paths() -> list[Path]:
         try:
             dist = metadata.distribution(dist_name)
         except metadata.PackageNotFoundError as exc:
-            raise ModelFilesError(
-                f"model part package {dist_name!r} is not installed; run: {install_hint}"
-            ) from exc
+            raise ModelFilesError(f"model part package {dist_name!r} is not installed; run: {install_hint}") from exc
         suffix = f"data/part{index:02d}.bin"
         found = [f for f in (dist.files or []) if f.as_posix().endswith(suffix)]
         if not found:
             raise ModelFilesError(
-                f"package {dist_name!r} (version {dist.version}) lists no {suffix}; "
-                f"reinstall it: {install_hint}"
+                f"package {dist_name!r} (version {dist.version}) lists no {suffix}; reinstall it: {install_hint}"
             )
         path = Path(str(dist.locate_file(found[0])))
         if not path.is_file():

@@ -73,7 +73,7 @@ def stats_router(container: AppContainer) -> APIRouter:
             raise
         except Exception as error:  # noqa: BLE001 - the store being down is a 503, not a crash
             raise ProxyError(503, f"stats store unavailable: {error}", code="stats_unavailable") from error
-        if scope is None:
+        if is_admin(request, container.settings):
             body["tenants"] = await asyncio.to_thread(_known_tenants, container)
         return JSONResponse(body, headers=_NO_STORE)
 

@@ -64,10 +64,7 @@ class LocalStatsStore:
         self._db.execute("DELETE FROM figures WHERE minute < ?", (int(now // 60) - RETENTION_MINUTES,))
 
     def read(self, tenants: list[str] | None, start_minute: int, end_minute: int, step_minutes: int) -> Rows:
-        sql = (
-            "SELECT ? + ((minute - ?) / ?) * ?, name, SUM(value) FROM figures "
-            "WHERE minute >= ? AND minute < ?"
-        )
+        sql = "SELECT ? + ((minute - ?) / ?) * ?, name, SUM(value) FROM figures WHERE minute >= ? AND minute < ?"
         args: list[object] = [start_minute, start_minute, step_minutes, step_minutes, start_minute, end_minute]
         if tenants is not None:
             if not tenants:

@@ -60,8 +60,11 @@ def _latency(figures: Increments) -> dict[str, dict[str, float | None]]:
 
 
 def net_tokens(f: Increments) -> float:
-    return f.get("saved_tokens", 0) - f.get("overspent_tokens", 0) - f.get("esc_prompt_tokens", 0) - f.get(
-        "reflection_tokens", 0
+    return (
+        f.get("saved_tokens", 0)
+        - f.get("overspent_tokens", 0)
+        - f.get("esc_prompt_tokens", 0)
+        - f.get("reflection_tokens", 0)
     )
 
 
