@@ -69,7 +69,12 @@ class OpenAIBackend:
         """A non-streaming chat completion and the seconds it took."""
         started = time.perf_counter()
         try:
-            response = await self._client.post("/chat/completions", json=body)
+            try:
+                response = await self._client.post("/chat/completions", json=body)
+            except httpx.RemoteProtocolError:
+                # A pooled keep-alive connection the server had already dropped: nothing was
+                # answered, so one retry on a fresh connection is safe.
+                response = await self._client.post("/chat/completions", json=body)
         except httpx.TimeoutException as error:
             raise _timeout(error) from error
         except httpx.HTTPError as error:
@@ -84,7 +89,11 @@ class OpenAIBackend:
 
     async def open_stream(self, body: dict[str, Any]) -> BackendStream:
         started = time.perf_counter()
-        request = self._client.build_request("POST", "/chat/completions", json=body)
+        # llama.cpp's server sometimes drops a kept-alive connection after a stream, failing
+        # the next request on it; streams therefore get a connection of their own.
+        request = self._client.build_request(
+            "POST", "/chat/completions", json=body, headers={"Connection": "close"}
+        )
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TimeoutException as error:
