@@ -59,7 +59,6 @@ class Decision(BaseModel):
     exemplars: list[Episode] = Field(default_factory=list)
     max_tokens: int | None = None
     n: int = 1
-    escalation_max_tokens: int | None = None
     estimated_cold_tokens: int = 0
     estimated_cold_seconds: float = 0.0
 
@@ -103,7 +102,6 @@ class BudgetPolicy:
             similarity=best,
             exemplars=exemplars,
             max_tokens=min(budget, ceiling),
-            escalation_max_tokens=facts.client_max_tokens,
             n=self._guided_n(facts.client_n, best),
             estimated_cold_tokens=round(sum(e.baseline_completion_tokens for e in exemplars) / len(exemplars)),
             estimated_cold_seconds=sum(e.baseline_seconds for e in exemplars) / len(exemplars),

@@ -60,6 +60,7 @@ def serve(settings: Settings) -> None:
     from proxy.container import build_container
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per backend call is noise
     log = logging.getLogger("speedup-proxy")
     if settings.backend_url is None:
         log.info("no --backend-url: starting the embedded llama.cpp server (first run assembles the model)")
