@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from budget.policy import PolicyConfig
+from memory_store.limits import MemoryLimits
+from memory_store.redis_config import RedisOptions
 from proxy.memory_modes import MemoryModes
 from proxy.stats.pricing import Pricing
 
@@ -49,11 +51,16 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(2_000_000, ge=1024)
     # One thread: torch's OpenMP workers collapse (0.5 s a query) when llama.cpp holds the other cores.
     embedder_threads: int = Field(1, ge=1)
+    embedder: Literal["onnx", "torch"] = Field(
+        "onnx", description="MiniLM on onnxruntime (about 2.5x faster per query) or on torch"
+    )
     log_level: str = "info"
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     embedded: EmbeddedBackendSettings = Field(default_factory=EmbeddedBackendSettings)
     pricing: Pricing = Field(default_factory=Pricing)
     memory_modes: MemoryModes = Field(default_factory=MemoryModes)
+    limits: MemoryLimits = Field(default_factory=MemoryLimits)
+    redis: RedisOptions = Field(default_factory=RedisOptions)
 
     model_config = {"extra": "forbid"}
 

@@ -78,7 +78,7 @@ def open_memory(settings: Settings, dim: int) -> MemoryStore | None:
 
         return RedisMemory.from_settings(settings, dim)
     directory = Path(spec[len("local:") :]) if spec.startswith("local:") else settings.data_dir
-    return LocalMemory(directory / "episodes.sqlite3", dim)
+    return LocalMemory(directory / "episodes.sqlite3", dim, limits=settings.limits)
 
 
 def start_embedded_backend(settings: Settings) -> tuple[Any, str]:
@@ -104,6 +104,18 @@ def start_embedded_backend(settings: Settings) -> tuple[Any, str]:
     return server, server.base_url
 
 
+def load_encoder(settings: Settings) -> TextEncoder:
+    """MiniLM on onnxruntime when it can be exported, else on torch: the same vectors either way."""
+    if settings.embedder == "onnx":
+        try:
+            from memory_store.onnx_encoder import OnnxMiniLMEncoder
+
+            return OnnxMiniLMEncoder(threads=settings.embedder_threads)
+        except Exception as error:  # noqa: BLE001 - the torch path serves the same model
+            log.warning("ONNX embedder unavailable (%s); using torch", error)
+    return MiniLMEncoder(threads=settings.embedder_threads)
+
+
 def build_container(settings: Settings, encoder: TextEncoder | None = None) -> AppContainer:
     """Everything the proxy needs; starts the embedded llama.cpp server when no backend URL is set."""
     embedded_server = None
@@ -117,11 +129,13 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
         memory = None
         embedder = None
         if settings.memory != "off":
-            embedder = BatchingEmbedder(encoder or MiniLMEncoder(threads=settings.embedder_threads))
+            embedder = BatchingEmbedder(encoder or load_encoder(settings))
             memory = open_memory(settings, embedder.dim)
             if memory is not None:
                 store = memory
                 metrics.watch_episodes(lambda: {t: store.count(t) for t in store.tenants()})
+                if hasattr(store, "register_metrics"):  # limits, and for Redis: degraded state, spool depth
+                    store.register_metrics(metrics.registry)
         backend = OpenAIBackend(
             backend_url,
             api_key=settings.backend_api_key,
@@ -145,6 +159,8 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
         stats=stats,
     )
     container.observers.append(stats)
+    container.feedback_listeners.append(stats.record_rating)
+    container.reflection_listeners.append(stats.reflection_spent)
     if memory is not None:
         container.learning = Learning.open(container)
         container.observers.append(container.learning)

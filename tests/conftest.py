@@ -15,10 +15,10 @@ import openai
 import pytest
 import uvicorn
 
-from memory_store.embedder import MiniLMEncoder
+from memory_store.embedder import MiniLMEncoder, TextEncoder
 from proxy.app import create_app
 from proxy.config import Settings, load_settings
-from proxy.container import AppContainer, build_container
+from proxy.container import AppContainer, build_container, load_encoder
 
 
 def free_port() -> int:
@@ -74,14 +74,24 @@ class RunningProxy:
 
     def stop(self) -> None:
         self.server.stop()
-        self.container.memory and self.container.memory.close()
+        if self.container.stats is not None:
+            self.container.stats.close()
+        if self.container.memory is not None:
+            self.container.memory.close()
         if self.container.embedder is not None:
             self.container.embedder.close()
 
 
 @pytest.fixture(scope="session")
 def encoder() -> MiniLMEncoder:
+    """MiniLM on torch: the reference the ONNX encoder is checked against."""
     return MiniLMEncoder()
+
+
+@pytest.fixture(scope="session")
+def proxy_encoder() -> TextEncoder:
+    """The encoder a proxy uses by default (MiniLM on onnxruntime)."""
+    return load_encoder(load_settings(environ={}))
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +110,7 @@ ProxyFactory = Callable[..., RunningProxy]
 
 
 @pytest.fixture
-def start_proxy(encoder: MiniLMEncoder, tmp_path: Path) -> Iterator[ProxyFactory]:
+def start_proxy(proxy_encoder: TextEncoder, tmp_path: Path) -> Iterator[ProxyFactory]:
     running: list[RunningProxy] = []
 
     def factory(
@@ -115,7 +125,7 @@ def start_proxy(encoder: MiniLMEncoder, tmp_path: Path) -> Iterator[ProxyFactory
             **overrides,
         }
         settings = load_settings(flags=flags, environ={})
-        container = build_container(settings, encoder=encoder_override or encoder)
+        container = build_container(settings, encoder=encoder_override or proxy_encoder)
         server = ServerThread(create_app(container)).start()
         proxy = RunningProxy(url=f"http://127.0.0.1:{server.port}", container=container, server=server)
         running.append(proxy)
