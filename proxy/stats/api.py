@@ -69,8 +69,6 @@ def stats_router(container: AppContainer) -> APIRouter:
             body: dict[str, Any] = await asyncio.to_thread(
                 build_report, recorder, container.memory, container.settings.pricing, chosen, scope
             )
-        except ProxyError:
-            raise
         except Exception as error:  # noqa: BLE001 - the store being down is a 503, not a crash
             raise ProxyError(503, f"stats store unavailable: {error}", code="stats_unavailable") from error
         if is_admin(request, container.settings):

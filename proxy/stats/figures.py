@@ -98,10 +98,10 @@ def rating_increments(tier: str, rating: str) -> Increments:
     return {f"rated:{tier}": 1, f"bad:{tier}": bad} if bad else {f"rated:{tier}": 1}
 
 
-def reflection_increments(tokens: int, model: str, pricing: Pricing) -> Increments:
-    figures: Increments = {"reflection_tokens": max(0, tokens)}
+def reflection_increments(prompt_tokens: int, completion_tokens: int, model: str, pricing: Pricing) -> Increments:
+    prompt_tokens, completion_tokens = max(0, prompt_tokens), max(0, completion_tokens)
+    figures: Increments = {"reflection_tokens": prompt_tokens + completion_tokens}
     price = pricing.price_for(model)
     if price is not None:
-        # A reflection's prompt/completion split is unknown: price it all at the completion rate.
-        figures["money_reflection"] = price.cost(0, max(0, tokens))
+        figures["money_reflection"] = price.cost(prompt_tokens, completion_tokens)
     return figures

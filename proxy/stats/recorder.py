@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from proxy.accounting import Accounting
 from proxy.stats.figures import (
@@ -77,11 +78,24 @@ class StatsRecorder:
             log.warning("stats: rating not recorded: %s", error)
 
     def record_reflection_tokens(self, tenant: str, tokens: int, model: str = "") -> None:
-        """Tokens the backend spent on a reflection (prompt + completion); counted against net savings."""
+        """Tokens the backend spent on a reflection (prompt + completion); counted against net savings.
+
+        The split is unknown here, so money is priced at the completion rate (the dearer one).
+        """
         try:
-            self._add(tenant, reflection_increments(int(tokens), model, self.pricing))
+            self._add(tenant, reflection_increments(0, int(tokens), model, self.pricing))
         except Exception as error:  # noqa: BLE001
             log.warning("stats: reflection tokens not recorded: %s", error)
+
+    def reflection_spent(self, cost: Any) -> None:
+        """Listener for proxy.reflection_writer.ReflectionCost (tenant, prompt_tokens, completion_tokens)."""
+        try:
+            figures = reflection_increments(
+                int(cost.prompt_tokens), int(cost.completion_tokens), getattr(cost, "model", "") or "", self.pricing
+            )
+            self._add(cost.tenant, figures)
+        except Exception as error:  # noqa: BLE001
+            log.warning("stats: reflection cost not recorded: %s", error)
 
     def _add(self, tenant: str, figures: Increments) -> None:
         minute = int(self._clock() // 60)

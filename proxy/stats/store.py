@@ -34,7 +34,8 @@ def open_stats_store(settings: Settings) -> StatsStore:
     if spec.startswith(("redis://", "rediss://", "unix://")):
         from proxy.stats.store_redis import RedisStatsStore
 
-        return RedisStatsStore.from_url(spec)
+        options = getattr(settings, "redis", None)
+        return RedisStatsStore.from_url(spec, prefix=getattr(options, "key_prefix", "speedup"))
     from proxy.stats.store_local import LocalStatsStore
 
     directory = Path(spec[len("local:") :]) if spec.startswith("local:") else settings.data_dir

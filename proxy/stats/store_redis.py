@@ -1,5 +1,11 @@
 """Figures in Redis, shared by every replica: one hash per tenant and minute, and per tenant and hour.
 
+Keys follow memory_store/redis_keys.py (a tenant's keys share the `{prefix}:{<tenant>}:` hash tag):
+
+    {prefix}:{<tenant>}:stats:m:<minute>   hash: figure -> sum over that minute (2-day TTL)
+    {prefix}:{<tenant>}:stats:h:<hour>     hash: figure -> sum over that hour (8-day TTL)
+    {prefix}:stats:tenants                 set: tenants that have figures
+
 Minute hashes serve the 1h and 24h windows and expire after two days; hour hashes serve the
 7d window and expire after eight. Every write is HINCRBYFLOAT, so replicas add to the same
 figures without coordination, and latency histograms merge bucket by bucket.
@@ -11,9 +17,10 @@ from typing import Any
 
 import redis
 
+from memory_store.redis_keys import RedisKeys
 from proxy.stats.store import RETENTION_MINUTES, Batch, Rows
 
-PREFIX = "speedup:stats"
+PREFIX = "speedup"
 MINUTE_TTL_S = 2 * 24 * 3600
 HOUR_TTL_S = RETENTION_MINUTES * 60
 
@@ -21,22 +28,19 @@ HOUR_TTL_S = RETENTION_MINUTES * 60
 class RedisStatsStore:
     def __init__(self, client: redis.Redis, prefix: str = PREFIX) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = RedisKeys(prefix)
+        self._tenants_key = f"{prefix}:stats:tenants"
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStatsStore:
+    def from_url(cls, url: str, prefix: str = PREFIX) -> RedisStatsStore:
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0)
-        return cls(client)
+        return cls(client, prefix)
 
     def _minute_key(self, tenant: str, minute: int) -> str:
-        return f"{self.prefix}:m:{tenant}:{minute}"
+        return f"{self.keys.tenant_base(tenant)}:stats:m:{minute}"
 
     def _hour_key(self, tenant: str, hour: int) -> str:
-        return f"{self.prefix}:h:{tenant}:{hour}"
-
-    @property
-    def _tenants_key(self) -> str:
-        return f"{self.prefix}:tenants"
+        return f"{self.keys.tenant_base(tenant)}:stats:h:{hour}"
 
     def add(self, batch: Batch) -> None:
         if not batch:

@@ -33,10 +33,15 @@ def span(window: Window, now_s: float) -> tuple[int, int]:
     return start, end
 
 
-def percentile(figures: Increments, prefix: str, q: float) -> float | None:
-    counts = sorted(
-        (int(name.split(":", 1)[1]), value) for name, value in figures.items() if name.startswith(prefix + ":")
-    )
+Histogram = list[tuple[int, float]]  # (bucket index, count), by index
+
+
+def histogram(figures: Increments, prefix: str) -> Histogram:
+    start = prefix + ":"
+    return sorted((int(name[len(start) :]), value) for name, value in figures.items() if name.startswith(start))
+
+
+def quantile(counts: Histogram, q: float) -> float | None:
     total = sum(value for _, value in counts)
     if total <= 0:
         return None
@@ -48,15 +53,20 @@ def percentile(figures: Increments, prefix: str, q: float) -> float | None:
     return LATENCY_BOUNDS[-1]
 
 
+def percentile(figures: Increments, prefix: str, q: float) -> float | None:
+    return quantile(histogram(figures, prefix), q)
+
+
 def _ratio(part: float, whole: float) -> float | None:
     return round(part / whole, 6) if whole else None
 
 
 def _latency(figures: Increments) -> dict[str, dict[str, float | None]]:
-    return {
-        kind: {name: percentile(figures, prefix, q) for name, q in QUANTILES.items()}
-        for kind, prefix in (("total", TOTAL_LATENCY), ("proxy_added", PROXY_LATENCY))
-    }
+    result = {}
+    for kind, prefix in (("total", TOTAL_LATENCY), ("proxy_added", PROXY_LATENCY)):
+        counts = histogram(figures, prefix)
+        result[kind] = {name: quantile(counts, q) for name, q in QUANTILES.items()}
+    return result
 
 
 def net_tokens(f: Increments) -> float:
@@ -149,9 +159,10 @@ def series(rows: Rows, start: int, end: int, step: int, priced: bool) -> dict[st
         out["net_saved_tokens"].append(int(net_tokens(f)))
         out["saved_seconds"].append(round(f.get("saved_seconds", 0.0), 3))
         out["net_saved_seconds"].append(round(net_seconds(f), 3))
-        for name, q in QUANTILES.items():
-            out[f"total_{name}"].append(percentile(f, TOTAL_LATENCY, q))
-            out[f"proxy_{name}"].append(percentile(f, PROXY_LATENCY, q))
+        latency = _latency(f)
+        for name in QUANTILES:
+            out[f"total_{name}"].append(latency["total"][name])
+            out[f"proxy_{name}"].append(latency["proxy_added"][name])
         if priced:
             out["money_saved"].append(round(f.get("money_saved", 0.0) - f.get("money_reflection", 0.0), 6))
     return out

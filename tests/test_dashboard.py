@@ -1,0 +1,274 @@
+"""The ops dashboard in real headless Chromium, after real traffic through llama.cpp and the openai SDK.
+
+Chromium and its driver come from Debian (scripts/install-browser.sh). Without them this test
+fails, it does not skip: the dashboard is a deliverable.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.conftest import ProxyFactory, RunningProxy
+
+pytestmark = pytest.mark.timeout(600)
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "dashboard.png"
+ADMIN_KEY = "admin-secret"
+KEYS = {"key-team-a": "team-a", "key-team-b": "team-b"}
+SYSTEM = "Answer in as few words as possible."
+QUESTIONS = {
+    "key-team-a": ["What is the capital of France?", "What is 12 plus 30?", "What colour is a ripe banana?"],
+    "key-team-b": ["Which planet is known as the red planet?"],
+}
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1300",
+)
+
+
+def browser_paths() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.fail("headless Chromium is missing: run `bash scripts/install-browser.sh` (Debian chromium packages)")
+    return chromium, driver
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    chromium, driver_path = browser_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def ask(proxy: RunningProxy, key: str, question: str) -> tuple[str, str]:
+    """(tier, response id) of one chat completion through the openai SDK."""
+    raw = proxy.client(api_key=key).chat.completions.with_raw_response.create(
+        model="qwen2.5-0.5b",
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=24,
+    )
+    return raw.headers["x-speedup-tier"], raw.parse().id
+
+
+def serve_traffic(proxy: RunningProxy) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Every question cold once, then three repeats (reuse); returns tier counts and (key, id) of reuses."""
+    tiers: dict[str, int] = {}
+    reused: list[tuple[str, str]] = []
+    for repeat in range(4):
+        for key, questions in QUESTIONS.items():
+            for question in questions:
+                tier, response_id = ask(proxy, key, question)
+                tiers[tier] = tiers.get(tier, 0) + 1
+                if tier == "reuse":
+                    reused.append((key, response_id))
+                if repeat == 0:
+                    proxy.settle()
+    proxy.settle()
+    return tiers, reused
+
+
+def rate(proxy: RunningProxy, key: str, response_id: str, rating: str) -> None:
+    response = httpx.post(
+        proxy.url + "/v1/feedback",
+        json={"response_id": response_id, "rating": rating},
+        headers={"authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def stats(proxy: RunningProxy, **params: str) -> dict[str, Any]:
+    response = httpx.get(
+        proxy.url + "/v1/speedup/stats", params=params, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def fmt_int(value: float) -> str:
+    return f"{round(value):,}"
+
+
+def fmt_rate(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def fmt_latency(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """data-testid -> (raw value in data-value, text shown), as the dashboard must show them."""
+    t = s["totals"]
+    money = t["money"]
+    currency = s["pricing"]["currency"]
+    latency = t["latency_seconds"]
+    return {
+        "requests-total": (t["requests"]["total"], fmt_int(t["requests"]["total"])),
+        "requests-reuse": (t["requests"]["reuse"], fmt_int(t["requests"]["reuse"])),
+        "requests-guided": (t["requests"]["guided"], fmt_int(t["requests"]["guided"])),
+        "requests-cold": (t["requests"]["cold"], fmt_int(t["requests"]["cold"])),
+        "reuse-rate": (t["reuse_rate"], fmt_rate(t["reuse_rate"])),
+        "net-saved-tokens": (t["net_saved_tokens"], fmt_int(t["net_saved_tokens"])),
+        "saved-tokens": (t["saved_tokens"], fmt_int(t["saved_tokens"])),
+        "net-saved-seconds": (t["net_saved_seconds"], f"{t['net_saved_seconds']:.2f} s"),
+        "saved-seconds": (t["saved_seconds"], f"{t['saved_seconds']:.2f} s"),
+        "money-saved": (money["net_saved"], f"{money['net_saved']:.4f} {currency}"),
+        "money-spent": (money["spent"], f"{money['spent']:.4f} {currency}"),
+        "backend-tokens": (t["backend_tokens"]["total"], fmt_int(t["backend_tokens"]["total"])),
+        "backend-prompt-tokens": (t["backend_tokens"]["prompt"], fmt_int(t["backend_tokens"]["prompt"])),
+        "backend-completion-tokens": (t["backend_tokens"]["completion"], fmt_int(t["backend_tokens"]["completion"])),
+        "bad-rating-rate": (t["bad_rating_rate"], fmt_rate(t["bad_rating_rate"])),
+        "rated-reuse": (t["ratings"]["rated_reuse"], fmt_int(t["ratings"]["rated_reuse"])),
+        "bad-reuse": (t["ratings"]["bad_reuse"], fmt_int(t["ratings"]["bad_reuse"])),
+        "latency-p50": (latency["total"]["p50"], fmt_latency(latency["total"]["p50"])),
+        "latency-p99": (latency["total"]["p99"], fmt_latency(latency["total"]["p99"])),
+        "proxy-p50": (latency["proxy_added"]["p50"], fmt_latency(latency["proxy_added"]["p50"])),
+        "proxy-p99": (latency["proxy_added"]["p99"], fmt_latency(latency["proxy_added"]["p99"])),
+        "episodes-total": (s["memory"]["total"], fmt_int(s["memory"]["total"])),
+        "escalations": (t["escalations"], fmt_int(t["escalations"])),
+    }
+
+
+def shown(driver: webdriver.Chrome, testid: str) -> tuple[str, str]:
+    element = driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+    return element.get_attribute("data-value") or "", element.text
+
+
+def assert_tiles_match(driver: webdriver.Chrome, s: dict[str, Any]) -> None:
+    for testid, (value, text) in expected_tiles(s).items():
+        raw, visible = shown(driver, testid)
+        if value is None:
+            assert raw == "", testid
+        else:
+            assert float(raw) == pytest.approx(float(value), abs=1e-9), testid
+        assert visible == text, testid
+
+
+# Counts pixels of a series colour on a chart's canvas: proof that uPlot drew data, not just axes.
+COLOUR_PIXELS = """
+const [selector, r, g, b] = arguments;
+const canvas = document.querySelector(selector + ' canvas');
+if (!canvas) return -1;
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+let count = 0;
+for (let i = 0; i < data.length; i += 4) {
+  if (Math.abs(data[i] - r) < 40 && Math.abs(data[i + 1] - g) < 40 && Math.abs(data[i + 2] - b) < 40
+      && data[i + 3] > 0) count++;
+}
+return count;
+"""
+GREEN, RED, BLUE = (15, 157, 88), (239, 68, 68), (59, 130, 246)
+
+
+def wait_for(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], Any], timeout: float = 20) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def save_full_page(driver: webdriver.Chrome, path: Path) -> None:
+    """A screenshot of the whole page, not just the viewport."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    metrics = {"width": 1400, "height": int(height), "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    time.sleep(0.5)  # let the charts' resize handler redraw
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(path))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_dashboard_shows_what_the_stats_api_reports(
+    start_proxy: ProxyFactory, llama_url: str, browser: webdriver.Chrome
+) -> None:
+    proxy = start_proxy(
+        llama_url,
+        api_keys=KEYS,
+        admin_key=ADMIN_KEY,
+        pricing={"prices": {"*": {"prompt_per_1k": 0.03, "completion_per_1k": 0.06}}},
+    )
+    tiers, reused = serve_traffic(proxy)
+    assert tiers == {"cold": 4, "reuse": 12}, tiers
+    # Ratings of reused answers through the feedback route: two good, then one bad (last team-a answer).
+    team_a = [response_id for key, response_id in reused if key == "key-team-a"]
+    for response_id, rating in ((team_a[0], "good"), (team_a[1], "good"), (team_a[-1], "bad")):
+        rate(proxy, "key-team-a", response_id, rating)
+    proxy.settle()
+
+    browser.get(proxy.url + "/dashboard")
+    assert "admin key required" in browser.page_source  # no key: refused
+
+    browser.get(f"{proxy.url}/dashboard?key={ADMIN_KEY}")
+    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    for chart in ("savings", "tiers", "latency", "memory"):
+        wait_for(browser, lambda d, c=chart: d.find_elements(By.CSS_SELECTOR, f"#chart-{c} canvas"))
+
+    api = stats(proxy)
+    t = api["totals"]
+    assert t["requests"]["total"] == sum(tiers.values())
+    assert t["requests"]["reuse"] == tiers["reuse"] and t["saved_tokens"] > 0
+    assert t["bad_rating_rate"] == pytest.approx(1 / 3)
+    assert t["money"]["net_saved"] > 0
+    assert_tiles_match(browser, api)
+
+    rows = browser.find_elements(By.CSS_SELECTOR, '[data-testid="episode-row"]')
+    assert [r.get_attribute("data-episode-id") for r in rows] == [e["id"] for e in api["top_episodes"]]
+    assert len(rows) == sum(len(q) for q in QUESTIONS.values())
+    for row, episode in zip(rows, api["top_episodes"], strict=True):
+        cells = row.find_elements(By.TAG_NAME, "td")
+        assert cells[1].text == episode["tenant"] and cells[2].text == str(episode["hits"]) == "3"
+        assert cells[3].text == (episode["rating"] or "unrated")
+    assert "bad" in [e["rating"] for e in api["top_episodes"]]
+
+    assert browser.execute_script(COLOUR_PIXELS, "#chart-savings", *GREEN) > 50  # net saved line and fill
+    assert browser.execute_script(COLOUR_PIXELS, "#chart-savings", *RED) > 20  # backend spent line
+    assert browser.execute_script(COLOUR_PIXELS, "#chart-tiers", *GREEN) > 20  # reuse bars
+    assert browser.execute_script(COLOUR_PIXELS, "#chart-memory", *BLUE) > 200  # one bar per tenant
+    per_tenant = " · ".join(f"{name}: {count:,}" for name, count in sorted(api["memory"]["episodes"].items()))
+    assert shown(browser, "memory-tenants")[1] == per_tenant and "team-b: 1" in per_tenant
+
+    save_full_page(browser, SCREENSHOT)
+
+    # Another tenant and window: the page follows the selects and still agrees with the API.
+    generated = browser.find_element(By.TAG_NAME, "body").get_attribute("data-generated-at")
+    Select(browser.find_element(By.ID, "tenant")).select_by_value("team-b")
+    Select(browser.find_element(By.ID, "window")).select_by_value("24h")
+    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-generated-at") != generated)
+    wait_for(
+        browser,
+        lambda d: shown(d, "requests-total")[0] == str(stats(proxy, tenant="team-b")["totals"]["requests"]["total"]),
+    )
+    assert_tiles_match(browser, stats(proxy, window="24h", tenant="team-b"))
+
+    # No script errors; the 401 (and its favicon.ico) come from the keyless visit above.
+    expected = ("401", "favicon.ico")
+    log = browser.get_log("browser")
+    errors = [e for e in log if e["level"] == "SEVERE" and not any(x in e["message"] for x in expected)]
+    assert not errors, errors
