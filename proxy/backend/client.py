@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -68,17 +69,13 @@ class OpenAIBackend:
     async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """A non-streaming chat completion and the seconds it took."""
         started = time.perf_counter()
-        try:
+        with _translated_errors():
             try:
                 response = await self._client.post("/chat/completions", json=body)
             except httpx.RemoteProtocolError:
                 # A pooled keep-alive connection the server had already dropped: nothing was
                 # answered, so one retry on a fresh connection is safe.
                 response = await self._client.post("/chat/completions", json=body)
-        except httpx.TimeoutException as error:
-            raise _timeout(error) from error
-        except httpx.HTTPError as error:
-            raise ProxyError(502, f"backend unavailable: {error}", code="backend_unavailable") from error
         if response.status_code != 200:
             raise _backend_error(response.status_code, response.content)
         try:
@@ -94,12 +91,8 @@ class OpenAIBackend:
         request = self._client.build_request(
             "POST", "/chat/completions", json=body, headers={"Connection": "close"}
         )
-        try:
+        with _translated_errors():
             response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as error:
-            raise _timeout(error) from error
-        except httpx.HTTPError as error:
-            raise ProxyError(502, f"backend unavailable: {error}", code="backend_unavailable") from error
         if response.status_code != 200:
             raw = await response.aread()
             await response.aclose()
@@ -107,18 +100,25 @@ class OpenAIBackend:
         return BackendStream(response, started)
 
     async def models(self) -> dict[str, Any]:
-        try:
+        with _translated_errors():
             response = await self._client.get("/models")
-        except httpx.TimeoutException as error:
-            raise _timeout(error) from error
-        except httpx.HTTPError as error:
-            raise ProxyError(502, f"backend unavailable: {error}", code="backend_unavailable") from error
         if response.status_code != 200:
             raise _backend_error(response.status_code, response.content)
         return response.json()
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+@contextlib.contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Transport failures as the client should see them: 502 unreachable, 504 too slow."""
+    try:
+        yield
+    except httpx.TimeoutException as error:
+        raise _timeout(error) from error
+    except httpx.HTTPError as error:
+        raise ProxyError(502, f"backend unavailable: {error}", code="backend_unavailable") from error
 
 
 def _timeout(error: httpx.TimeoutException) -> ProxyError:
