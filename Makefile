@@ -25,7 +25,7 @@ run: model
 	$(VENV)/bin/speedup-proxy serve $(ARGS)
 
 test: model
-	bash scripts/install-browser.sh
+	bash scripts/install-system-deps.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

@@ -1,13 +1,14 @@
 """In-process nearest-neighbour search over one scope's episode vectors (FAISS, cosine).
 
-Small scopes use exact search (a flat index). A scope that grows past `ann_threshold`
-vectors switches to an inverted-file index (IVF-Flat): the vectors are clustered into
-`nlist` cells and a query scans only the `nprobe` cells nearest to it, so search cost
-stays near-constant as the scope grows to millions. Scores of the candidates it scans
-are exact cosines, so similarity thresholds keep their meaning; what IVF can miss is a
-far neighbour in an unscanned cell, never a near-duplicate (which lands in the query's
-own cell). When the scope has grown `regrow_factor` times past the size the cells were
-trained on, they are re-clustered off the search lock.
+Small scopes use exact search (a flat index, float32). A scope that grows past
+`ann_threshold` vectors switches to an inverted-file index: the vectors are clustered into
+`nlist` cells and a query scans only the `nprobe` cells nearest to it, so search cost stays
+near-constant as the scope grows to millions. Vectors in the cells are stored as float16
+(half the RAM and memory traffic; a cosine is off by ~1e-3 at most, far below the policy's
+threshold steps). What IVF can miss is a far neighbour in an unscanned cell, not a
+near-duplicate (which lands in or next to the query's own cell). When the scope has grown
+`regrow_factor` times past the size the cells were trained on, they are re-clustered off
+the search lock.
 
 The heavy matrix work (k-means, assignment) runs in numpy: the BLAS bundled with the
 faiss wheel is several times slower. Searches run with one OpenMP thread per calling
@@ -46,7 +47,7 @@ def nlist_for(size: int) -> int:
 
 
 class _Ivf:
-    """IVF-Flat (inner product) with our own numpy k-means and assignment, and O(1) removal."""
+    """IVF with float16 cells (inner product), our own numpy k-means and assignment, O(1) removal."""
 
     def __init__(self, dim: int, vectors: np.ndarray, rows: np.ndarray, seed: int = 1234) -> None:
         self.trained_size = len(vectors)
@@ -54,7 +55,9 @@ class _Ivf:
         self.centroids = _kmeans(vectors, self.nlist, seed)
         quantizer = faiss.IndexFlatIP(dim)
         quantizer.add(self.centroids)
-        self.index = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self.index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, self.nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT, False
+        )
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self.index.is_trained = True
         self.quantizer = quantizer  # keep a Python reference: the IVF index does not own it
@@ -84,7 +87,7 @@ class _Ivf:
             if not size:
                 continue
             ids = np.empty(size, dtype=np.int64)
-            codes = np.empty((size, dim), dtype=np.float32)
+            codes = np.empty((size, dim), dtype=np.float16)
             id_ptr = invlists.get_ids(cell)
             code_ptr = invlists.get_codes(cell)
             try:
@@ -94,7 +97,7 @@ class _Ivf:
                 invlists.release_ids(cell, id_ptr)
                 invlists.release_codes(cell, code_ptr)
             rows.append(ids)
-            vectors.append(codes)
+            vectors.append(codes.astype(np.float32))
         if not rows:
             return np.empty((0, dim), dtype=np.float32), np.empty(0, dtype=np.int64)
         return np.vstack(vectors), np.concatenate(rows)
@@ -143,9 +146,8 @@ class ScopeIndex:
         self.regrow_factor = regrow_factor
         self._flat: faiss.IndexIDMap2 | None = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._ivf: _Ivf | None = None
-        self._ids: dict[int, str] = {}
+        self._ids: list[str | None] = [None]  # row -> episode id (None: removed); a list costs 8 B a row
         self._rows: dict[str, int] = {}
-        self._next = 1
         self._lock = threading.Lock()
         # While a (re)build runs off the lock, changes are journalled and replayed onto the new index.
         self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
@@ -170,24 +172,24 @@ class ScopeIndex:
             for i, episode_id in enumerate(episode_ids):
                 if episode_id in self._rows:
                     continue
-                row = self._next
-                self._next += 1
-                self._ids[row] = episode_id
+                row = len(self._ids)
+                self._ids.append(episode_id)
                 self._rows[episode_id] = row
                 rows.append(row)
                 keep.append(i)
             if not rows:
                 return
             new_rows = np.asarray(rows, dtype=np.int64)
-            new_vectors = matrix[keep]
+            new_vectors = matrix if len(keep) == len(matrix) else matrix[keep]
+            del matrix
             if self._ivf is None and self._journal is None and len(self._rows) > self.ann_threshold:
                 # Switch to IVF now, in the caller's thread: a bulk load builds it in one go.
                 existing, existing_rows = self._export_flat()
-                self._ivf = _Ivf(
-                    self.dim,
-                    np.vstack([existing, new_vectors]),
-                    np.concatenate([existing_rows, new_rows]),
-                )
+                if len(existing):
+                    new_vectors = np.vstack([existing, new_vectors])
+                    new_rows = np.concatenate([existing_rows, new_rows])
+                del existing
+                self._ivf = _Ivf(self.dim, new_vectors, new_rows)
                 self._flat = None
             else:
                 self._insert(new_vectors, new_rows)
@@ -207,7 +209,7 @@ class ScopeIndex:
             row = self._rows.pop(episode_id, None)
             if row is None:
                 return False
-            del self._ids[row]
+            self._ids[row] = None
             rows = np.asarray([row], dtype=np.int64)
             if self._ivf is not None:
                 self._ivf.remove(rows)
@@ -230,11 +232,12 @@ class ScopeIndex:
             else:
                 assert self._flat is not None
                 scores, rows = self._flat.search(query, k)
-            return [
-                (self._ids[int(row)], float(score))
-                for row, score in zip(rows[0], scores[0], strict=True)
-                if row >= 0 and int(row) in self._ids
-            ]
+            found = []
+            for row, score in zip(rows[0].tolist(), scores[0].tolist(), strict=True):
+                episode_id = self._ids[row] if row > 0 else None
+                if episode_id is not None:
+                    found.append((episode_id, score))
+            return found
 
     def _export_flat(self) -> tuple[np.ndarray, np.ndarray]:
         assert self._flat is not None

@@ -1,6 +1,6 @@
 """The ops dashboard in real headless Chromium, after real traffic through llama.cpp and the openai SDK.
 
-Chromium and its driver come from Debian (scripts/install-browser.sh). Without them this test
+Chromium and its driver come from Debian (scripts/install-system-deps.sh). Without them this test
 fails, it does not skip: the dashboard is a deliverable.
 """
 
@@ -49,7 +49,7 @@ def browser_paths() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if chromium is None or driver is None:
-        pytest.fail("headless Chromium is missing: run `bash scripts/install-browser.sh` (Debian chromium packages)")
+        pytest.fail("headless Chromium is missing: run `bash scripts/install-system-deps.sh` (Debian chromium packages)")
     return chromium, driver
 
 
