@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -26,6 +28,8 @@ from proxy.sse import DONE, completion_chunks, event
 
 log = logging.getLogger(__name__)
 
+WRITE_BEFORE_ANSWER_S = 1.0
+
 
 class ChatPipeline:
     def __init__(self, container: AppContainer) -> None:
@@ -49,9 +53,7 @@ class ChatPipeline:
         plan = self.c.learning.plan(tenant, request, body, key, recollection, decision) if self.c.learning else None
         if plan is not None:  # the memory mode may drop tiers and add a lesson to the body
             decision, body = plan.decision, plan.body
-        account = Accounting(
-            tenant=tenant, decision=decision, started=started, client_n=request.n, model=request.model
-        )
+        account = Accounting(tenant=tenant, decision=decision, started=started, client_n=request.n, model=request.model)
         if plan is not None:
             plan.annotate(account, key)
         if decision.tier == "reuse":
@@ -147,7 +149,7 @@ class ChatPipeline:
         account.response_id = payload.get("id")
         self._account(account)
         if key is not None and recollection.vector is not None:
-            self._remember(key, recollection, payload, account)
+            await self._until_durable(self._remember(key, recollection, payload, account))
         return JSONResponse(payload, headers=account.headers())
 
     async def _call(self, body: dict[str, Any], n: int, account: Accounting) -> dict[str, Any]:
@@ -230,6 +232,8 @@ class ChatPipeline:
         finish: str | None = None
         completion_id = None
         failed = False
+        remembered = False
+        timed = False
         template: dict[str, Any] = {"object": "chat.completion.chunk"}
         try:
             async for chunk in source:
@@ -244,6 +248,15 @@ class ChatPipeline:
                 if chunk.get("choices"):
                     template = chunk
                     yield event(chunk)
+            account.response_id = completion_id
+            account.backend_seconds += time.perf_counter() - backend_started
+            timed = True
+            if key is not None and recollection.vector is not None:
+                choice = {"finish_reason": finish, "message": {"content": "".join(text)}}
+                remembered = True
+                await self._until_durable(
+                    self._remember(key, recollection, {"id": completion_id, "choices": [choice]}, account)
+                )
             if request.include_usage:
                 yield event({**template, "choices": [], "usage": dict(account.usage)})
             yield DONE
@@ -254,9 +267,11 @@ class ChatPipeline:
         finally:
             await source.aclose()  # type: ignore[attr-defined]
             account.response_id = completion_id
-            account.backend_seconds += time.perf_counter() - backend_started
+            if not timed:
+                account.backend_seconds += time.perf_counter() - backend_started
             self._account(account)
-            if not failed and key is not None and recollection.vector is not None:
+            if not failed and not remembered and key is not None and recollection.vector is not None:
+                # The client went away before the end: keep what finished, in the background.
                 choice = {"finish_reason": finish, "message": {"content": "".join(text)}}
                 self._remember(key, recollection, {"id": completion_id, "choices": [choice]}, account)
 
@@ -281,14 +296,15 @@ class ChatPipeline:
 
     def _remember(
         self, key: MemoryKey, recollection: Recollection, payload: dict[str, Any], account: Accounting
-    ) -> None:
+    ) -> asyncio.Task[Any] | None:
+        """Start writing the episode; the returned task is the durable write, learning follows it."""
         choices = payload.get("choices") or []
         if not choices:
-            return
+            return None
         reason = skip_reason(choices[0])
         if reason is not None:
             self.c.metrics.episodes_skipped.labels(reason).inc()
-            return
+            return None
         samples = max(1, len(choices))
         last = account.last_usage or account.usage
         completion = int(last.get("completion_tokens") or 0) // samples
@@ -296,26 +312,35 @@ class ChatPipeline:
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
         cold = account.decision.tier == "cold"
         assert self.c.memory is not None and recollection.vector is not None
-        work = remember(
-            self.c.memory,
-            self.c.metrics,
-            key,
-            recollection.vector,
-            answer=choices[0]["message"]["content"],
-            usage=usage,
-            baseline_tokens=completion if cold else account.decision.estimated_cold_tokens,
-            baseline_seconds=account.backend_seconds if cold else account.decision.estimated_cold_seconds,
-            source_tier=account.decision.tier,
-            response_id=str(payload.get("id") or ""),
+        stored = self.c.spawn(
+            remember(
+                self.c.memory,
+                self.c.metrics,
+                key,
+                recollection.vector,
+                answer=choices[0]["message"]["content"],
+                usage=usage,
+                baseline_tokens=completion if cold else account.decision.estimated_cold_tokens,
+                baseline_seconds=account.backend_seconds if cold else account.decision.estimated_cold_seconds,
+                source_tier=account.decision.tier,
+                response_id=str(payload.get("id") or ""),
+            )
         )
         if self.c.learning is not None:  # verify, apply early ratings, write lessons: all in the background
-            work = self.c.learning.after_remember(work, recollection.vector, account)
-        self.c.spawn(work)
+            self.c.spawn(self.c.learning.after_remember(stored, recollection.vector, account))
+        # An embedding still running past the memory deadline must not hold the answer back.
+        return stored if recollection.vector.done() else None
+
+    @staticmethod
+    async def _until_durable(stored: asyncio.Task[Any] | None) -> None:
+        """Answer only once the episode is written (or spooled), so a crash right after the
+        response loses nothing; bounded, because memory must never hold up an answer for long."""
+        if stored is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(stored), WRITE_BEFORE_ANSWER_S)
 
 
 async def _in_thread(function: Any, *args: Any) -> None:
-    import asyncio
-
     await asyncio.to_thread(function, *args)
 
 
