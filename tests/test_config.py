@@ -63,3 +63,18 @@ def test_serve_help_documents_every_flag() -> None:
     flags = {option for action in serve._actions for option in action.option_strings}
     assert {"--backend-url", "--backend-api-key", "--host", "--port", "--memory", "--config"} <= flags
     assert "base_url" in serve.format_help()
+
+
+def test_documented_config_is_a_valid_config() -> None:
+    """docs/CONFIG.md lists every section with its defaults: it must load as it is written."""
+    import re
+
+    import yaml
+
+    from proxy.config import Settings
+
+    text = (Path(__file__).parent.parent / "docs" / "CONFIG.md").read_text()
+    documented = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    settings = Settings.model_validate(documented)
+    assert set(documented) == set(Settings.model_fields), "CONFIG.md and Settings disagree on sections"
+    assert settings.policy == Settings().policy
