@@ -84,6 +84,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000, help="measured requests per concurrency level")
     parser.add_argument("--prefill", type=int, default=500, help="episodes learned before measuring")
+    parser.add_argument(
+        "--repeat-share",
+        type=float,
+        default=0.0,
+        help="share of measured requests that repeat a prefilled question word for word (a support bot's mix)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="speedup-overhead-"))
     pool = questions(args.prefill + 2 * args.requests + 200, seed=1)
@@ -93,7 +99,11 @@ def main() -> None:
         asyncio.run(drive(proxy_url, prefill, 8))
         time.sleep(1.0)
         for concurrency in (1, 32):
-            batch, pool = pool[: args.requests], pool[args.requests :]
+            fresh = round(args.requests * (1 - args.repeat_share))
+            batch, pool = pool[:fresh], pool[fresh:]
+            rng = random.Random(concurrency)
+            batch += [rng.choice(prefill) for _ in range(args.requests - fresh)]
+            rng.shuffle(batch)
             direct_ms, _ = asyncio.run(drive(stub_url, batch, concurrency))
             via_ms, added_ms = asyncio.run(drive(proxy_url, batch, concurrency))
             rows.append(
@@ -108,7 +118,8 @@ def main() -> None:
                     statistics.mean(via_ms) - statistics.mean(direct_ms),
                 )
             )
-    print(f"prefilled episodes: {args.prefill}; every measured question is new to the proxy")
+    share = f"{args.repeat_share:.0%} of measured questions repeat a prefilled one word for word"
+    print(f"prefilled episodes: {args.prefill}; {share}; temperature 0.7, so every request reaches the backend")
     print(
         "| concurrency | requests | proxy-added p50 ms | proxy-added p99 ms | direct p50 ms "
         "| via proxy p50 ms | via proxy p99 ms | mean client delta ms |"

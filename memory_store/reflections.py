@@ -41,7 +41,7 @@ def new_reflection_id() -> str:
 
 
 class Reflection(BaseModel):
-    """A lesson for a cluster of similar questions within one tenant and scope."""
+    """A cluster of similar questions within one tenant and scope, and its lesson (empty: none yet)."""
 
     id: str = Field(default_factory=new_reflection_id)
     tenant: str
@@ -49,10 +49,10 @@ class Reflection(BaseModel):
     kind: ReflectionKind
     text: str
     vector: list[float] = Field(default_factory=list, description="the cluster centroid (unit length)")
-    members: int = 1
+    members: int = Field(1, description="episodes folded into the cluster")
     tokens: int = Field(0, description="completion tokens of the current text")
     cost_tokens: int = Field(0, description="all backend tokens spent writing and rewriting it")
-    revisions: int = 1
+    revisions: int = Field(1, description="times the lesson was written")
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     source_episode_ids: list[str] = Field(default_factory=list)
@@ -160,13 +160,16 @@ class ReflectionStore:
             return True
 
     def list_reflections(
-        self, tenant: str, limit: int = 100, offset: int = 0, kind: str | None = None
+        self, tenant: str, limit: int = 100, offset: int = 0, kind: str | None = None, lessons_only: bool = True
     ) -> list[Reflection]:
+        """Newest first; `lessons_only` leaves out clusters that have no lesson yet."""
         mine = sorted(
             (r for r in self._items.values() if r.tenant == tenant and (kind is None or r.kind == kind)),
             key=lambda r: r.updated_at,
             reverse=True,
         )
+        if lessons_only:
+            mine = [r for r in mine if r.text]
         return mine[offset : offset + limit]
 
     def delete_tenant(self, tenant: str) -> int:
@@ -179,10 +182,10 @@ class ReflectionStore:
                 del self._indexes[key]
             return len(doomed)
 
-    def count(self, tenant: str | None = None) -> int:
-        if tenant is None:
-            return len(self._items)
-        return sum(1 for r in self._items.values() if r.tenant == tenant)
+    def count(self, tenant: str | None = None, lessons_only: bool = True) -> int:
+        return sum(
+            1 for r in self._items.values() if (tenant is None or r.tenant == tenant) and (r.text or not lessons_only)
+        )
 
     def tenants(self) -> list[str]:
         return sorted({r.tenant for r in self._items.values()})

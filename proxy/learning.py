@@ -23,7 +23,7 @@ from budget.policy import Decision
 from memory_store.episode import Episode
 from memory_store.reflections import Reflection, ReflectionStore
 from memory_store.scope import MemoryKey
-from proxy.lessons import failed, inject_lesson
+from proxy.lessons import clean_lesson, failed, inject_lesson
 from proxy.memory_modes import MemoryMode, reflection_kind, uses_episodes
 from proxy.reflection_writer import Event, ReflectionCost, ReflectionWriter
 from proxy.response_log import ResponseEntry, ResponseLog
@@ -149,11 +149,11 @@ class Learning:
         future = recollection.vector
         if future is None or not future.done() or future.exception() is not None:
             return
-        found = self.reflections.nearest(key.tenant, key.scope, kind, future.result(), 1)
+        found = [(r, s) for r, s in self.reflections.nearest(key.tenant, key.scope, kind, future.result(), 3) if r.text]
         if not found or found[0][1] < self.c.policy.config.guided_similarity:
             return  # below the floor memory backfires: inject nothing
         plan.lesson, plan.lesson_similarity = found[0]
-        plan.body = inject_lesson(plan.body, plan.lesson.text)
+        plan.body = inject_lesson(plan.body, clean_lesson(plan.lesson.text, None, self.config.reflection_max_tokens))
         self.counters.lessons_injected.labels(key.tenant, kind).inc()
 
     def request_finished(self, account: Accounting) -> None:

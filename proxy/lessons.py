@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from memory_store.episode import Episode
@@ -11,23 +12,24 @@ LESSON_PREFIX = "Lesson from similar past questions: "
 _CASE_ANSWER_CHARS = 900
 _CASE_QUESTION_CHARS = 600
 
-_SYSTEM = (
-    "You write short lessons that help answer future questions of the same kind. A lesson is one or two "
-    "sentences: the method that works or the mistake to avoid. Do not repeat the specific numbers or names. "
-    "Reply with the lesson only."
+LESSON_SYSTEM = (
+    "You are an expert tutor. You summarise how to answer a type of question as a short general rule, "
+    "without any specific numbers or names."
 )
+_RULE = "In one or two sentences, give the general rule for answering this type of question"
+_PLAIN = "Do not use numbers or names. Write plain sentences, not a list."
 
 
 def verdict(episode: Episode) -> str:
     """How the episode's answer was judged, in words for the prompt."""
     if episode.rating == "gold":
-        return "this is the corrected, right answer"
+        return "correct (a corrected answer)"
     if episode.rating == "good":
-        return "judged correct"
+        return "correct"
     if episode.rating == "bad" or episode.verifier == "fail":
-        return "judged WRONG"
+        return "WRONG"
     if episode.verifier == "pass":
-        return "passed the automatic check"
+        return "passed an automatic check"
     return "not checked"
 
 
@@ -35,11 +37,10 @@ def failed(episode: Episode) -> bool:
     return episode.rating == "bad" or (episode.rating is None and episode.verifier == "fail")
 
 
-def _case(episode: Episode, number: int | None = None) -> str:
-    head = f"Case {number}" if number is not None else "Case"
+def _case(episode: Episode) -> str:
     question = _clip(episode.question, _CASE_QUESTION_CHARS)
     answer = _clip(episode.answer, _CASE_ANSWER_CHARS)
-    return f"{head}\nQuestion: {question}\nAnswer given: {answer}\nVerdict: {verdict(episode)}"
+    return f"Question: {question}\nAnswer given: {answer}\nVerdict: {verdict(episode)}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -47,47 +48,84 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
+def _messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": LESSON_SYSTEM}, {"role": "user", "content": prompt}]
+
+
 def reflect_messages(episode: Episode) -> list[dict[str, str]]:
     """Ask for a lesson about one failed answer (mode `reflect`)."""
-    prompt = f"{_case(episode)}\n\nWhat went wrong, as a general lesson for similar questions?"
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": prompt}]
+    return _messages(f"{_case(episode)}\n\n{_RULE} and the mistake to avoid. {_PLAIN}")
 
 
 def multi_case_messages(episodes: list[Episode]) -> list[dict[str, str]]:
-    """Ask for one lesson distilled from several similar cases at once (mode `multi_case_reflect`)."""
-    cases = "\n\n".join(_case(e, i + 1) for i, e in enumerate(episodes))
-    prompt = f"{cases}\n\nThese questions are of the same kind. Write one general lesson for solving them."
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": prompt}]
+    """Ask for one lesson distilled from several similar cases at once."""
+    cases = "\n\n".join(_case(e) for e in episodes)
+    avoid = " and the mistake to avoid" if any(failed(e) for e in episodes) else ""
+    return _messages(f"{cases}\n\nThese questions are of the same type. {_RULE}{avoid}. {_PLAIN}")
 
 
 def update_messages(previous: str | None, episode: Episode) -> list[dict[str, str]]:
     """Ask for the cluster's lesson rewritten in the light of a new case (mode `reflect_update`)."""
-    if previous:
-        prompt = (
-            f"Current lesson: {previous}\n\nNew {_case(episode)}\n\n"
-            "Rewrite the current lesson so it also covers the new case. Keep it general and short."
-        )
-    else:
-        prompt = f"{_case(episode)}\n\nWrite a general lesson for questions of this kind."
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": prompt}]
+    avoid = " and the mistake to avoid" if failed(episode) else ""
+    if not previous:
+        return _messages(f"{_case(episode)}\n\n{_RULE}{avoid}. {_PLAIN}")
+    return _messages(
+        f"{_case(episode)}\n\nCurrent rule for this type of question: {previous}\n\n"
+        f"Write a better general rule for this type of question{avoid}, in one or two sentences. {_PLAIN}"
+    )
 
 
-_LEAD = re.compile(r"^\s*(?:\*\*)?(?:new |updated |rewritten |general )?lesson(?: learned)?\s*:?(?:\*\*)?\s*", re.I)
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+_LEAD = re.compile(r"^\s*(?:\*\*)?(?:new |updated |improved |current |general )?(?:lesson|rule)\s*:(?:\*\*)?\s*", re.I)
+_LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+", re.M)
+_STOP = re.compile(r"[.!?:](?=\s|$)")  # ends a sentence, or a heading such as "Identify the total:"
+_FILLER = re.compile(r"follow these|let's|here is|here's|step by step|break it down|as follows", re.I)
 
 
-def clean_lesson(text: str, finish_reason: str | None, max_tokens: int) -> str:
-    """The lesson without labels or markup, cut to whole sentences and to about `max_tokens`."""
-    text = _LEAD.sub("", text.strip()).strip().strip('"').strip()
-    text = re.sub(r"\s+", " ", text.replace("**", ""))
-    limit = max_tokens * 5  # ~4 characters a token; a little slack for short words
-    cut = finish_reason == "length" or len(text) > limit
-    text = text[:limit]
-    if cut:
-        ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-        whole_sentences = bool(ends) and ends[-1] >= len(text) // 3
-        text = text[: ends[-1]] if whole_sentences else text.rsplit(" ", 1)[0].rstrip(",;:") + "..."
-    return text.strip()
+def _fragments(line: str) -> list[str]:
+    pieces, start = [], 0
+    for stop in _STOP.finditer(line):
+        pieces.append(line[start : stop.end()])
+        start = stop.end()
+    pieces.append(line[start:])
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_from: Sequence[str] = ()) -> str:
+    """The lesson as plain sentences, about `max_tokens` long.
+
+    Labels, markup and list marks go; list headings ("Identify the total:") become sentences;
+    a sentence cut off by the token limit, filler ("follow these steps") and any sentence with a
+    digit (it re-solves one instance instead of stating a rule) are dropped. Empty means the model
+    gave no usable lesson. Sentences copied from `copied_from` (the cases' questions and answers) go too.
+    """
+    sources = [_plain(source) for source in copied_from]
+    text = _LEAD.sub("", text.strip().replace("**", ""))
+    lines = [line.strip() for line in _LIST_MARK.sub("", text).splitlines() if line.strip()]
+    fragments = [f for line in lines for f in _fragments(line)]
+    if finish_reason == "length" and fragments and not _STOP.search(fragments[-1][-1]):
+        fragments.pop()  # cut off mid-sentence
+    kept = []
+    for fragment in fragments:
+        words = fragment.rstrip(".!?:").split()
+        if len(words) < 2 or re.search(r"\d", fragment) or _FILLER.search(fragment):
+            continue
+        if any(_plain(fragment) in source for source in sources):
+            continue  # an echo of the case, not a rule
+        sentence = " ".join(words) + (fragment[-1] if fragment[-1] in ".!?" else ".")
+        kept.append(sentence[0].upper() + sentence[1:])
+    limit = max_tokens * 5  # ~4 characters a token, with a little slack
+    lesson = ""
+    for sentence in kept:
+        if len(lesson) + len(sentence) + 1 > limit:
+            break
+        lesson = f"{lesson} {sentence}".strip()
+    if not lesson and kept:  # one overlong sentence: cut at a word
+        lesson = kept[0][:limit].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+    return lesson.strip('"').strip()
 
 
 def inject_lesson(body: dict[str, Any], lesson: str) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 - none:                      nothing reused or injected (episodes are still remembered, for export-sft)
 - exemplars:                 reuse for the provably same question, up to 3 solved episodes as few-shot turns
-- reflect:                   after a bad episode the model writes a lesson; lessons injected for similar questions
+- reflect:                   the model writes a lesson about each bad episode; injected for similar questions
 - multi_case_reflect:        a lesson distilled from several similar episodes at once, one per cluster
 - reflect_update:            one lesson per cluster of similar questions, rewritten after each new episode
 - exemplars+reflect_update:  both: reuse and exemplars, plus the cluster's lesson
+
+Lessons are written only for clusters with `min_cluster_size` episodes: question types that recur.
 
 Precedence: the request's `speedup.memory_mode` (when allowed) > `tenants` > `models` > `default`.
 """
@@ -82,7 +84,7 @@ class MemoryModes(BaseModel):
         0.75, ge=0.0, le=1.0, description="cosine similarity to a cluster's centroid to belong to it"
     )
     min_cluster_size: int = Field(
-        2, ge=1, description="reflect_update: episodes a cluster needs before a lesson is written from good answers"
+        2, ge=1, description="episodes a cluster needs before it gets a lesson (1: reflect on every failure at once)"
     )
     multi_case_size: int = Field(3, ge=2, le=8, description="multi_case_reflect: episodes per distilled lesson")
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)

@@ -1,13 +1,18 @@
-"""Writing lessons: asks the backend model for a reflection and files it under its cluster.
+"""Writing lessons: clusters episodes of similar questions and asks the backend model for lessons.
 
-Runs only in the background. Per kind of lesson:
-- reflect:            a new lesson for each failed episode (rated bad or failing the verifier).
-- multi_case_reflect: one lesson per cluster, distilled afresh from the new episode and its
-                      nearest similar episodes whenever that set of cases changes.
-- reflect_update:     one lesson per cluster, rewritten from the old lesson and each new episode.
-                      A cluster gets its first lesson from a failure, or once it holds
-                      `min_cluster_size` similar episodes.
-A cluster is the nearest lesson of the kind whose centroid is within `cluster_similarity`.
+Runs only in the background. Every new episode joins the nearest cluster of the mode's kind
+(the nearest centroid within `cluster_similarity`, in its tenant and scope) or starts one. A
+cluster gets lessons only once it holds `min_cluster_size` episodes: lessons are paid for
+question types that recur, never for one-off questions. Then, per kind:
+
+- reflect:            a lesson about what went wrong, written from each failed episode
+                      (rated bad or failing the verifier); the cluster keeps the latest.
+- multi_case_reflect: a lesson distilled afresh from the newest `multi_case_size` episodes of
+                      the cluster (good and bad), whenever a new episode joins or one fails.
+- reflect_update:     one lesson per cluster: the first distilled from its episodes, then
+                      rewritten from the old lesson and each new (or newly failed) episode.
+
+A cluster without a lesson yet is a Reflection with empty text; it is never injected.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ class ReflectionCost:
 
 @dataclass
 class _Draft:
-    text: str
+    text: str  # empty: the model's reply held no usable lesson (it was still paid for)
+    raw: str
     prompt_tokens: int
     completion_tokens: int
     seconds: float
@@ -76,127 +82,89 @@ class ReflectionWriter:
     async def learn(
         self, kind: ReflectionKind, episode: Episode, vector: np.ndarray, model: str | None, event: Event
     ) -> Reflection | None:
-        """Write or rewrite the lesson this episode calls for; None when it calls for none."""
+        """File the episode under its cluster and write the lesson it calls for.
+
+        Returns the cluster when a lesson was (re)written, else None.
+        """
         lock = self._locks.setdefault((episode.tenant, episode.scope, kind), asyncio.Lock())
-        async with lock:  # one writer per cluster family: no duplicate clusters from concurrent episodes
-            if kind == "reflect":
-                return await self._reflect(episode, vector, model)
-            if kind == "multi_case_reflect":
-                return await self._multi_case(episode, vector, model)
-            return await self._update(episode, vector, model, event)
+        async with lock:  # one writer per tenant, scope and kind: concurrent episodes cannot split a cluster
+            cluster, joined = self._join(kind, episode, vector)
+            prompt = await self._prompt(kind, cluster, episode, joined, event)
+            draft = None
+            if prompt is not None:
+                try:
+                    draft = await self._write(model, *prompt)
+                except Exception as error:  # noqa: BLE001 - keep the membership even when the lesson fails
+                    log.warning("lesson (%s) not written: %s", kind, error)
+            if draft is None:
+                if joined:
+                    self.store.put(cluster)  # membership changed; the lesson did not
+                return None
+            cluster.cost_tokens += draft.prompt_tokens + draft.completion_tokens
+            if draft.text:
+                cluster.text = draft.text
+                cluster.tokens = draft.completion_tokens
+                cluster.revisions += 1
+                cluster.updated_at = time.time()
+            else:
+                log.info("no usable lesson (%s) in %r", kind, draft.raw[:300])
+            stored = self.store.put(cluster)
+            self._spent(episode.tenant, kind, draft, stored.id)
+            return stored if draft.text else None
 
-    # -- the three kinds ---------------------------------------------------------------------
+    # -- clusters ----------------------------------------------------------------------------
 
-    async def _reflect(self, episode: Episode, vector: np.ndarray, model: str | None) -> Reflection | None:
-        if not failed(episode):
-            return None
-        for known, _ in self.store.nearest(episode.tenant, episode.scope, "reflect", vector, 3):
-            if episode.id in known.source_episode_ids:
-                return None  # already reflected on this failure
-        draft = await self._write(episode.tenant, "reflect", model, reflect_messages(episode))
-        if draft is None:
-            return None
-        reflection = Reflection(
+    def _join(self, kind: ReflectionKind, episode: Episode, vector: np.ndarray) -> tuple[Reflection, bool]:
+        """A working copy of the episode's cluster (new if none is close enough); True if it joined now."""
+        for found, similarity in self.store.nearest(episode.tenant, episode.scope, kind, vector, 1):
+            if similarity >= self.config.cluster_similarity:
+                cluster = found.model_copy(deep=True)
+                if episode.id in cluster.source_episode_ids:
+                    return cluster, False
+                cluster.absorb(vector, episode.id)
+                return cluster, True
+        flat = np.asarray(vector, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(flat))
+        seed = Reflection(
             tenant=episode.tenant,
             scope=episode.scope,
-            kind="reflect",
-            text=draft.text,
-            vector=_unit(vector).tolist(),
-            tokens=draft.completion_tokens,
-            cost_tokens=draft.prompt_tokens + draft.completion_tokens,
+            kind=kind,
+            text="",
+            vector=(flat / norm if norm > 0 else flat).tolist(),
+            revisions=0,
             source_episode_ids=[episode.id],
         )
-        return self._store(reflection, draft)
+        return seed, True
 
-    async def _multi_case(self, episode: Episode, vector: np.ndarray, model: str | None) -> Reflection | None:
-        similar = await self._similar(episode, vector, self.config.multi_case_size)
-        cases = [episode, *similar[: self.config.multi_case_size - 1]]
-        if len(cases) < 2 and not failed(episode):
+    async def _members(self, cluster: Reflection, besides: Episode) -> list[Episode]:
+        """The cluster's other episodes still in memory (bad ones too), newest first."""
+        ids = [i for i in reversed(cluster.source_episode_ids) if i != besides.id][: self.config.multi_case_size * 2]
+        found = [await asyncio.to_thread(self.memory.get, cluster.tenant, i) for i in ids]
+        return [e for e in found if e is not None]
+
+    async def _prompt(
+        self, kind: ReflectionKind, cluster: Reflection, episode: Episode, joined: bool, event: Event
+    ) -> tuple[list[dict[str, str]], list[Episode]] | None:
+        """The request for a lesson and the cases it shows, or None when nothing calls for one."""
+        if cluster.members < self.config.min_cluster_size:
+            return None  # a one-off so far
+        news = joined or event == "failed"
+        if kind == "reflect":
+            if failed(episode) and news:
+                return reflect_messages(episode), [episode]
+            if joined and not cluster.text:  # the cluster just recurred: reflect on an earlier failure
+                earlier = [e for e in await self._members(cluster, episode) if failed(e)]
+                return (reflect_messages(earlier[0]), earlier[:1]) if earlier else None
             return None
-        cluster = self._cluster(episode, "multi_case_reflect", vector)
-        if cluster is not None and {c.id for c in cases} <= set(cluster.source_episode_ids):
-            return None  # the same cases: the lesson would not change
-        draft = await self._write(episode.tenant, "multi_case_reflect", model, multi_case_messages(cases))
-        if draft is None:
+        if not news:
             return None
-        if cluster is None:
-            reflection = Reflection(
-                tenant=episode.tenant,
-                scope=episode.scope,
-                kind="multi_case_reflect",
-                text=draft.text,
-                vector=_unit(vector).tolist(),
-                tokens=draft.completion_tokens,
-                cost_tokens=draft.prompt_tokens + draft.completion_tokens,
-                source_episode_ids=[c.id for c in cases],
-            )
-            return self._store(reflection, draft)
-        revised = self._revise(cluster, draft, vector, episode.id)
-        for case in cases[1:]:
-            if case.id not in revised.source_episode_ids:
-                revised.source_episode_ids.append(case.id)
-        return self._store(revised, draft)
+        if kind == "reflect_update" and cluster.text:
+            return update_messages(cluster.text, episode), [episode]
+        others = await self._members(cluster, episode)
+        cases = [episode, *others][: self.config.multi_case_size]
+        return (multi_case_messages(cases) if len(cases) > 1 else update_messages(None, episode)), cases
 
-    async def _update(self, episode: Episode, vector: np.ndarray, model: str | None, event: Event) -> Reflection | None:
-        cluster = self._cluster(episode, "reflect_update", vector)
-        if cluster is None:
-            if not failed(episode) and self.config.min_cluster_size > 1:
-                similar = await self._similar(episode, vector, self.config.min_cluster_size)
-                if len(similar) + 1 < self.config.min_cluster_size:
-                    return None  # a one-off question: not worth a lesson yet
-            draft = await self._write(episode.tenant, "reflect_update", model, update_messages(None, episode))
-            if draft is None:
-                return None
-            reflection = Reflection(
-                tenant=episode.tenant,
-                scope=episode.scope,
-                kind="reflect_update",
-                text=draft.text,
-                vector=_unit(vector).tolist(),
-                tokens=draft.completion_tokens,
-                cost_tokens=draft.prompt_tokens + draft.completion_tokens,
-                source_episode_ids=[episode.id],
-            )
-            return self._store(reflection, draft)
-        if episode.id in cluster.source_episode_ids and event != "failed":
-            return None  # this episode is already folded in
-        draft = await self._write(episode.tenant, "reflect_update", model, update_messages(cluster.text, episode))
-        if draft is None:
-            return None
-        return self._store(self._revise(cluster, draft, vector, episode.id), draft)
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _cluster(self, episode: Episode, kind: ReflectionKind, vector: np.ndarray) -> Reflection | None:
-        found = self.store.nearest(episode.tenant, episode.scope, kind, vector, 1)
-        if found and found[0][1] >= self.config.cluster_similarity:
-            return found[0][0]
-        return None
-
-    async def _similar(self, episode: Episode, vector: np.ndarray, k: int) -> list[Episode]:
-        """Other usable episodes of the scope within the cluster similarity, best first."""
-        neighbours = await asyncio.to_thread(self.memory.search, episode.tenant, episode.scope, vector, k + 1)
-        return [
-            n.episode
-            for n in neighbours
-            if n.episode.id != episode.id and n.similarity >= self.config.cluster_similarity
-        ][:k]
-
-    @staticmethod
-    def _revise(cluster: Reflection, draft: _Draft, vector: np.ndarray, episode_id: str) -> Reflection:
-        revised = cluster.model_copy(deep=True)
-        revised.text = draft.text
-        revised.tokens = draft.completion_tokens
-        revised.cost_tokens += draft.prompt_tokens + draft.completion_tokens
-        revised.revisions += 1
-        revised.updated_at = time.time()
-        revised.absorb(vector, episode_id)
-        return revised
-
-    def _store(self, reflection: Reflection, draft: _Draft) -> Reflection:
-        stored = self.store.put(reflection)
-        self._spent(reflection.tenant, reflection.kind, draft, stored.id)
-        return stored
+    # -- the backend call --------------------------------------------------------------------
 
     def _spent(self, tenant: str, kind: str, draft: _Draft, reflection_id: str | None) -> None:
         cost = ReflectionCost(tenant, kind, draft.prompt_tokens, draft.completion_tokens, draft.seconds, reflection_id)
@@ -205,7 +173,7 @@ class ReflectionWriter:
         except Exception as error:  # noqa: BLE001 - accounting must not lose the lesson
             log.warning("reflection cost listener failed: %s", error)
 
-    async def _write(self, tenant: str, kind: str, model: str | None, messages: list[dict[str, str]]) -> _Draft | None:
+    async def _write(self, model: str | None, messages: list[dict[str, str]], cases: list[Episode]) -> _Draft:
         body: dict[str, Any] = {
             "model": model or "default",
             "messages": messages,
@@ -216,19 +184,11 @@ class ReflectionWriter:
         usage = payload.get("usage") or {}
         choice = (payload.get("choices") or [{}])[0]
         raw = (choice.get("message") or {}).get("content") or ""
-        draft = _Draft(
-            text=clean_lesson(raw, choice.get("finish_reason"), self.config.reflection_max_tokens),
+        shown = [text for case in cases for text in (case.question, case.answer)]
+        return _Draft(
+            text=clean_lesson(raw, choice.get("finish_reason"), self.config.reflection_max_tokens, shown),
+            raw=raw,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             seconds=seconds,
         )
-        if not draft.text:
-            self._spent(tenant, kind, draft, None)  # paid for, but nothing to keep
-            return None
-        return draft
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    flat = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = float(np.linalg.norm(flat))
-    return flat / norm if norm > 0 else flat

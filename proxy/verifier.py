@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 Verdict = Literal["pass", "fail"]
 
-_JUDGE_SYSTEM = "You check answers. Reply with only one word: yes or no."
+JUDGE_SYSTEM = "You check answers. Reply with only one word: yes or no."
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Verifier:
         prompt = f"Question: {question}\n\nProposed answer: {answer}\n\nIs this answer correct? yes/no"
         body = {
             "model": model or "default",
-            "messages": [{"role": "system", "content": _JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
+            "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
             "max_tokens": self.config.judge_max_tokens,
             "temperature": 0,
         }
