@@ -49,7 +49,7 @@ def browser_paths() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if chromium is None or driver is None:
-        pytest.fail("headless Chromium is missing: run `bash scripts/install-system-deps.sh` (Debian chromium packages)")
+        pytest.fail("headless Chromium is missing: run `bash scripts/install-system-deps.sh`")
     return chromium, driver
 
 
