@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,12 @@ def ask(client: OpenAI, item: ReplayItem, model: str, max_tokens: int) -> tuple[
 
 
 def run_mode(
-    mode: str, items: Sequence[ReplayItem], backend_url: str, encoder: MiniLMEncoder, args: argparse.Namespace
+    mode: str,
+    items: Sequence[ReplayItem],
+    backend_url: str,
+    encoder: MiniLMEncoder,
+    args: argparse.Namespace,
+    on_record: Callable[[list[dict[str, Any]]], None] = lambda records: None,
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=f"replay-{SHORT[mode]}-") as tmp:
@@ -176,6 +181,7 @@ def run_mode(
                     lesson_calls=meter.calls - before[2],
                 )
                 records.append(rec)
+                on_record(records)
                 if not args.quiet:
                     _progress(rec, len(items))
         finally:
@@ -349,10 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     done: list[str] = []
     try:
         for mode in modes:
-            records += run_mode(mode, items, backend_url, encoder, args)
+
+            def save(partial: list[dict[str, Any]], mode: str = mode, before: tuple[Any, ...] = tuple(records)) -> None:
+                if args.out:  # after every item, so that a long or interrupted run leaves results behind
+                    write_results(args, items, [*before, *partial], [*done, mode], time.time() - started)
+
+            records.extend(run_mode(mode, items, backend_url, encoder, args, save))
             done.append(mode)
-            if args.out:  # after every mode, so that a long run leaves results behind
-                write_results(args, items, records, done, time.time() - started)
     finally:
         if server is not None:
             server.stop()
