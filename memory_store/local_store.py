@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from memory_store.episode import Episode, Neighbour
 from memory_store.limits import LimitCounters, MemoryLimits, expired, usefulness
+from memory_store.sqlite_db import open_sqlite
 from memory_store.vector_index import ScopeIndex
 
 _SCHEMA = """
@@ -38,13 +38,9 @@ class LocalMemory:
     """
 
     def __init__(self, path: Path, dim: int, limits: MemoryLimits | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.dim = dim
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.RLock()
         self._episodes: dict[str, Episode] = {}
         self._indexes: dict[tuple[str, str], ScopeIndex] = {}

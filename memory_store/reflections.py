@@ -6,7 +6,6 @@ process with one FAISS index per tenant, scope and kind of lesson.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from memory_store.sqlite_db import open_sqlite
 from memory_store.vector_index import ScopeIndex
 
 ReflectionKind = Literal["reflect", "multi_case_reflect", "reflect_update"]
@@ -81,13 +81,9 @@ class ReflectionStore:
     """Durable lessons; a restart rebuilds the indexes from SQLite."""
 
     def __init__(self, path: Path, dim: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.dim = dim
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.RLock()
         self._items: dict[str, Reflection] = {}
         self._indexes: dict[tuple[str, str, str], ScopeIndex] = {}

@@ -10,13 +10,14 @@ so that exports can rebuild complete chat examples.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from memory_store.sqlite_db import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -64,13 +65,9 @@ class ScopeNote(BaseModel):
 
 class ResponseLog:
     def __init__(self, path: Path, max_entries: int = 100_000) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_entries = max_entries
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.RLock()
         self._writes = 0
         self._known_scopes: set[tuple[str, str]] = set()
