@@ -158,7 +158,12 @@ def run_mode(
         modes: dict[str, Any] = {"default": mode}
         if args.verifier_regex:
             modes["verifier"] = {"kind": "regex", "pattern": args.verifier_regex}
-        flags = {"backend_url": backend_url, "data_dir": tmp, "memory_modes": modes}
+        flags = {
+            "backend_url": backend_url,
+            "data_dir": tmp,
+            "memory_modes": modes,
+            "backend_timeout_s": args.timeout,
+        }
         container = build_container(load_settings(flags=flags, environ={}), encoder=encoder)
         meter = LessonMeter()
         container.reflection_listeners.append(meter)
@@ -332,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MEMORY_MODES), help="comma-separated, default: all")
     ap.add_argument("--feedback", choices=["oracle", "none"], default="oracle")
     ap.add_argument("--verifier-regex", help="e.g. 'Answer:\\s*-?\\d' (memory_modes.verifier)")
-    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="per request, client and proxy->backend")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
