@@ -50,14 +50,21 @@ def questions(count: int, seed: int) -> list[str]:
 _TIMING = re.compile(r"proxy;dur=([\d.]+)")
 
 
-async def drive(base_url: str, prompts: list[str], concurrency: int) -> tuple[list[float], list[float]]:
-    """Client latencies and server-reported proxy-added latencies, in ms."""
+async def drive(
+    base_url: str, prompts: list[str], concurrency: int, stagger_s: float = 0.0
+) -> tuple[list[float], list[float]]:
+    """Client latencies and server-reported proxy-added latencies, in ms.
+
+    `stagger_s` spreads the workers' first requests over that time, as clients of a busy service
+    arrive; without it all of them send their first question in the same millisecond.
+    """
     queue = list(prompts)
     client_ms: list[float] = []
     added_ms: list[float] = []
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=64)) as client:
 
-        async def worker() -> None:
+        async def worker(index: int) -> None:
+            await asyncio.sleep(stagger_s * index / concurrency)
             while queue:
                 prompt = queue.pop()
                 body = {"model": "stub", "messages": [{"role": "user", "content": prompt}], "temperature": 0.7}
@@ -69,7 +76,7 @@ async def drive(base_url: str, prompts: list[str], concurrency: int) -> tuple[li
                 if match:
                     added_ms.append(float(match.group(1)))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return client_ms, added_ms
 
 
@@ -90,22 +97,33 @@ def main() -> None:
         default=0.0,
         help="share of measured requests that repeat a prefilled question word for word (a support bot's mix)",
     )
+    parser.add_argument(
+        "--backend-delay-ms",
+        type=float,
+        default=0.0,
+        help="the stub's answer time; 0 makes concurrency 32 a CPU-saturation test (see docs/BENCHMARKS.md)",
+    )
+    parser.add_argument("--backend-jitter", type=float, default=0.0, help="answer time varies by +-this fraction")
+    parser.add_argument("--c1-requests", type=int, help="measured requests at concurrency 1 (default: --requests)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="speedup-overhead-"))
     pool = questions(args.prefill + 2 * args.requests + 200, seed=1)
     prefill, pool = pool[: args.prefill], pool[args.prefill :]
     rows = []
-    with stub_backend(workdir) as stub_url, proxy(stub_url, workdir) as proxy_url:
+    delay_s = args.backend_delay_ms / 1000
+    with stub_backend(workdir, delay_s, args.backend_jitter) as stub_url, proxy(stub_url, workdir) as proxy_url:
         asyncio.run(drive(proxy_url, prefill, 8))
         time.sleep(1.0)
-        for concurrency in (1, 32):
-            fresh = round(args.requests * (1 - args.repeat_share))
+        for concurrency in args.concurrency:
+            requests = args.c1_requests or args.requests if concurrency == 1 else args.requests
+            fresh = round(requests * (1 - args.repeat_share))
             batch, pool = pool[:fresh], pool[fresh:]
             rng = random.Random(concurrency)
-            batch += [rng.choice(prefill) for _ in range(args.requests - fresh)]
+            batch += [rng.choice(prefill) for _ in range(requests - fresh)]
             rng.shuffle(batch)
-            direct_ms, _ = asyncio.run(drive(stub_url, batch, concurrency))
-            via_ms, added_ms = asyncio.run(drive(proxy_url, batch, concurrency))
+            direct_ms, _ = asyncio.run(drive(stub_url, batch, concurrency, delay_s))
+            via_ms, added_ms = asyncio.run(drive(proxy_url, batch, concurrency, delay_s))
             rows.append(
                 (
                     concurrency,
@@ -119,7 +137,10 @@ def main() -> None:
                 )
             )
     share = f"{args.repeat_share:.0%} of measured questions repeat a prefilled one word for word"
-    print(f"prefilled episodes: {args.prefill}; {share}; temperature 0.7, so every request reaches the backend")
+    backend = f"stub answers in {args.backend_delay_ms:g} ms" + (
+        f" +-{args.backend_jitter:.0%}" if args.backend_jitter else ""
+    )
+    print(f"prefilled episodes: {args.prefill}; {share}; {backend}; temperature 0.7: every request reaches the backend")
     print(
         "| concurrency | requests | proxy-added p50 ms | proxy-added p99 ms | direct p50 ms "
         "| via proxy p50 ms | via proxy p99 ms | mean client delta ms |"

@@ -41,9 +41,12 @@ def process(args: list[str], health_url: str, log: Path, env: dict[str, str] | N
 
 
 @contextlib.contextmanager
-def stub_backend(workdir: Path) -> Iterator[str]:
+def stub_backend(workdir: Path, delay_s: float = 0.0, jitter: float = 0.0) -> Iterator[str]:
     port = free_port()
-    args = [sys.executable, "-m", "bench.stub_backend", "--port", str(port)]
+    args = [
+        sys.executable, "-m", "bench.stub_backend", "--port", str(port),
+        "--delay", str(delay_s), "--jitter", str(jitter),
+    ]  # fmt: skip
     with process(args, f"http://127.0.0.1:{port}/health", workdir / "stub.log"):
         yield f"http://127.0.0.1:{port}/v1"
 

@@ -85,6 +85,7 @@ def ask(
         "similarity": None,
         "saved_tokens": None,
         "error": None,
+        "response_id": None,
     }
     t0 = time.perf_counter()
     try:
@@ -106,6 +107,7 @@ def ask(
     choice = completion.choices[0] if completion.choices else None
     text = (choice.message.content if choice and choice.message else None) or ""
     rec["answer"] = text
+    rec["response_id"] = completion.id
     rec["finish_reason"] = choice.finish_reason if choice else None
     rec["extracted"] = extract_final_number(text)
     rec["correct"] = is_correct(text, item.gold)
@@ -127,12 +129,20 @@ def run_pass(
     model: str = "default",
     max_tokens: int = 400,
     verbose: bool = True,
+    feedback: bool = False,
 ) -> list[dict[str, Any]]:
-    """Send every item in stream order; one record per item."""
+    """Send every item in stream order; one record per item.
+
+    With `feedback` (proxy pass only), every answer is rated good or bad from its gold answer
+    through `POST /v1/feedback`, as a support team rating its bot's answers would.
+    """
     records = []
     for i, item in enumerate(items):
         rec = ask(client, item, model=model, max_tokens=max_tokens, pass_name=pass_name, index=i)
         records.append(rec)
+        if feedback and pass_name == "proxy" and rec["response_id"]:
+            rating = "good" if rec["correct"] else "bad"
+            client.post("/feedback", cast_to=object, body={"response_id": rec["response_id"], "rating": rating})
         if verbose:
             status = "ERR " + rec["error"] if rec["error"] else ("ok " if rec["correct"] else "bad")
             tier = f" tier={rec['tier']} sim={rec['similarity']}" if pass_name == "proxy" else ""
@@ -159,11 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
     ap.add_argument("--out", default=None, help="write records, summary and table as JSON here")
     ap.add_argument("--quiet", action="store_true", help="no per-call progress on stderr")
+    ap.add_argument("--feedback", choices=["none", "oracle"], default="none", help="rate proxy answers from gold")
+    ap.add_argument("--templates", type=int, nargs="*", help="narrow the template pool (bench.probe_templates)")
     args = ap.parse_args(argv)
     if not args.direct_url and not args.proxy_url:
         ap.error("give --direct-url and/or --proxy-url")
 
-    items = build_replay_stream(groups=args.groups, seed=args.seed, max_chars=args.max_chars)
+    items = build_replay_stream(
+        groups=args.groups, seed=args.seed, max_chars=args.max_chars, templates=args.templates or None
+    )
     records: list[dict[str, Any]] = []
     for pass_name, url in (("direct", args.direct_url), ("proxy", args.proxy_url)):
         if not url:
@@ -171,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = make_client(url, args.api_key, args.timeout)
         records += run_pass(
             client, items, pass_name=pass_name, model=args.model, max_tokens=args.max_tokens,
-            verbose=not args.quiet,
+            verbose=not args.quiet, feedback=args.feedback == "oracle",
         )
 
     table = format_level_table(records)
@@ -187,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max_tokens": args.max_tokens,
                 "model": args.model,
                 "system_prompt": SYSTEM_PROMPT,
+                "feedback": args.feedback,
+                "templates": args.templates,
             },
             "items": [it.model_dump() for it in items],
             "records": records,

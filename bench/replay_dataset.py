@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from random import Random
@@ -259,7 +259,7 @@ def _truncation_free(cot: str) -> bool:
     return True
 
 
-def _valid_instance(ex: dict[str, Any], max_chars: int) -> str | None:
+def valid_instance(ex: dict[str, Any], max_chars: int) -> str | None:
     """Gold answer if this instance is usable, else None."""
     gold = _integer_gold(ex["answer"])
     if gold is None or len(ex["question"]) >= max_chars or not _clean_numbers(ex["question"]):
@@ -279,7 +279,7 @@ def _draw_instance(
     for _ in range(_MAX_SEED_TRIES):
         seed = rng.randrange(2**31)
         ex = generate_instance(template, seed)
-        gold = _valid_instance(ex, max_chars)
+        gold = valid_instance(ex, max_chars)
         if gold is not None and accept(ex["question"], gold):
             return seed, ex["question"], gold
     raise RuntimeError(f"no acceptable instance of gsm_symbolic template {template}")
@@ -371,7 +371,7 @@ def _draw_s3(template: int, rng: Random, max_chars: int, q0: str, gold0: str) ->
 
 
 def build_replay_stream(
-    groups: int = 10, seed: int = 0, max_chars: int = DEFAULT_MAX_CHARS
+    groups: int = 10, seed: int = 0, max_chars: int = DEFAULT_MAX_CHARS, templates: Sequence[int] | None = None
 ) -> list[ReplayItem]:
     """The replay stream: ``groups`` items per level, ordered S0..., S1..., S2..., S3..., S4....
 
@@ -379,10 +379,14 @@ def build_replay_stream(
     the first ``groups`` become the group templates.  Each group's S4 template is the unused
     eligible template whose set of arithmetic operations (+, -, *, /, %, read from the reference
     solution) is most similar to the group template's, ties broken by the seeded order.
+    ``templates`` narrows the pool (for example to the ones a small model can solve, see
+    ``bench.probe_templates``); only eligible ones are kept.
     """
     if groups < 1:
         raise ValueError("groups must be >= 1")
     pool = eligible_templates(max_chars)
+    if templates is not None:
+        pool = [t for t in pool if t in set(templates)]
     if len(pool) < 2 * groups:
         raise ValueError(
             f"only {len(pool)} eligible templates with max_chars={max_chars}; "

@@ -37,6 +37,7 @@ import httpx
 import uvicorn
 from openai import OpenAI
 
+from bench.probe_templates import solvable
 from bench.replay import SYSTEM_PROMPT, make_client
 from bench.replay_dataset import (
     DEFAULT_MAX_CHARS,
@@ -359,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="recall deadline; the proxy's 50 ms fails open on a busy shared machine, which is noise here",
     )
     ap.add_argument("--report", type=Path, help="only print the tables of a saved --out file")
+    ap.add_argument(
+        "--templates",
+        choices=["all", "solvable"],
+        default="solvable",
+        help="solvable: templates the model solved in bench/results/template_probe.json (bench.probe_templates)",
+    )
     args = ap.parse_args(argv)
     if args.report is not None:
         saved = json.loads(args.report.read_text(encoding="utf-8"))
@@ -371,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown modes {unknown}; choose from {', '.join(MEMORY_MODES)}")
 
-    items = build_replay_stream(groups=args.groups, seed=args.seed, max_chars=args.max_chars)
+    pool = solvable() if args.templates == "solvable" else None
+    items = build_replay_stream(groups=args.groups, seed=args.seed, max_chars=args.max_chars, templates=pool)
     server = None
     backend_url = args.backend_url
     if backend_url is None:

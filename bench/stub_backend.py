@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from typing import Any
@@ -18,7 +19,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 ANSWER = "The answer is 42."
 
 
-def create_stub_app(answer: str = ANSWER, mode: str = "ok", delay_s: float = 0.0) -> FastAPI:
+def create_stub_app(answer: str = ANSWER, mode: str = "ok", delay_s: float = 0.0, jitter: float = 0.0) -> FastAPI:
+    """`delay_s` is the answer time; with `jitter` j it is drawn uniformly from delay_s x [1-j, 1+j]."""
     app = FastAPI()
     app.state.mode = mode
     app.state.calls = 0
@@ -44,7 +46,7 @@ def create_stub_app(answer: str = ANSWER, mode: str = "ok", delay_s: float = 0.0
         if app.state.mode == "reject_n" and body.get("n", 1) > 1:
             return JSONResponse({"error": {"message": "Only one completion choice is allowed"}}, status_code=400)
         if delay_s:
-            await asyncio.sleep(delay_s)
+            await asyncio.sleep(delay_s * random.uniform(1 - jitter, 1 + jitter))
         words = answer.split(" ")
         limit = body.get("max_tokens") or body.get("max_completion_tokens") or 10_000
         cut = len(words) > limit
@@ -97,9 +99,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8499)
     parser.add_argument("--mode", default="ok", choices=["ok", "hang", "error", "reject_n"])
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--jitter", type=float, default=0.0)
     args = parser.parse_args()
     uvicorn.run(
-        create_stub_app(mode=args.mode, delay_s=args.delay),
+        create_stub_app(mode=args.mode, delay_s=args.delay, jitter=args.jitter),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

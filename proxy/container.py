@@ -105,12 +105,12 @@ def start_embedded_backend(settings: Settings) -> tuple[Any, str]:
 
 
 def load_encoder(settings: Settings) -> TextEncoder:
-    """MiniLM on onnxruntime when it can be exported, else on torch: the same vectors either way."""
-    if settings.embedder == "onnx":
+    """MiniLM on onnxruntime when it can be exported, else on torch (the fp32 vectors)."""
+    if settings.embedder in ("onnx", "onnx-int8"):
         try:
             from memory_store.onnx_encoder import OnnxMiniLMEncoder
 
-            return OnnxMiniLMEncoder(threads=settings.embedder_threads)
+            return OnnxMiniLMEncoder(threads=settings.embedder_threads, quantized=settings.embedder == "onnx-int8")
         except Exception as error:  # noqa: BLE001 - the torch path serves the same model
             log.warning("ONNX embedder unavailable (%s); using torch", error)
     return MiniLMEncoder(threads=settings.embedder_threads)

@@ -197,7 +197,9 @@ class Learning:
             verdict = self.verifier.check_regex(episode.answer)
             if verdict is None:
                 judgement = await self.verifier.judge(episode.question, episode.answer, account.model)
-                self._spent_judging(episode.tenant, judgement.prompt_tokens, judgement.completion_tokens)
+                self._spent_judging(
+                    episode.tenant, judgement.prompt_tokens, judgement.completion_tokens, account.model or ""
+                )
                 verdict = judgement.verdict
             if verdict is not None:
                 episode.verifier = verdict
@@ -262,10 +264,17 @@ class Learning:
             except Exception as error:  # noqa: BLE001 - listeners must not break accounting
                 log.warning("reflection listener failed: %s", error)
 
-    def _spent_judging(self, tenant: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def _spent_judging(self, tenant: str, prompt_tokens: int, completion_tokens: int, model: str = "") -> None:
         self.verifier_tokens[tenant] += prompt_tokens + completion_tokens
         self.counters.verifier_tokens.labels(tenant, "prompt").inc(prompt_tokens)
         self.counters.verifier_tokens.labels(tenant, "completion").inc(completion_tokens)
+        # A judge's verdict is learning overhead like a lesson: the stats count it against the savings.
+        cost = ReflectionCost(tenant, "judge", prompt_tokens, completion_tokens, seconds=0.0, model=model)
+        for listener in self.c.reflection_listeners:
+            try:
+                listener(cost)
+            except Exception as error:  # noqa: BLE001 - listeners must not break accounting
+                log.warning("reflection listener failed: %s", error)
 
 
 def _rerated(episode: Episode, rating: str) -> bool:

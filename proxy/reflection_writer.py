@@ -48,6 +48,7 @@ class ReflectionCost:
     completion_tokens: int
     seconds: float
     reflection_id: str | None = None
+    model: str = ""
 
     @property
     def total_tokens(self) -> int:

@@ -119,6 +119,8 @@ def test_answer_the_judge_rejects_is_not_reused_until_a_human_rates_it_good(
     judged = fake.bodies[-1]
     assert judged["max_tokens"] == 3 and question in judged["messages"][-1]["content"]
     assert proxy.container.learning.verifier_tokens["local"] == 60  # the judge's tokens are counted
+    totals = httpx.get(proxy.url + "/v1/speedup/stats").json()["totals"]
+    assert totals["reflection_tokens"] == 60  # ...and taken off the net savings with the lessons'
 
     headers, _ = ask(proxy, question)
     assert headers["x-speedup-tier"] == "cold"

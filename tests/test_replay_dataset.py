@@ -20,7 +20,6 @@ from bench.replay_dataset import (  # noqa: E402
     LEVELS,
     REWORD_FUNCTION_WORDS,
     TEMPLATE_DENYLIST,
-    _valid_instance,
     build_replay_stream,
     eligible_templates,
     extract_final_number,
@@ -29,6 +28,7 @@ from bench.replay_dataset import (  # noqa: E402
     items_by_level,
     numbers_in,
     reword,
+    valid_instance,
 )
 from bench.report import format_level_table, summarize_levels  # noqa: E402
 
@@ -128,7 +128,7 @@ def test_s4_templates_disjoint_from_groups(stream):
 @pytest.mark.parametrize(("template", "seed"), [(3, 12), (4, 6), (75, 1), (99, 32)])
 def test_instances_with_truncated_gold_are_rejected(template, seed):
     # e.g. "1656/60=27" hours, "5*0.5=2" tubes, "117.10 - 53.10 = 63" (float truncation)
-    assert _valid_instance(generate_instance(template, seed), 300) is None
+    assert valid_instance(generate_instance(template, seed), 300) is None
 
 
 def test_too_many_groups_rejected():

@@ -88,9 +88,7 @@ class OpenAIBackend:
         started = time.perf_counter()
         # llama.cpp's server sometimes drops a kept-alive connection after a stream, failing
         # the next request on it; streams therefore get a connection of their own.
-        request = self._client.build_request(
-            "POST", "/chat/completions", json=body, headers={"Connection": "close"}
-        )
+        request = self._client.build_request("POST", "/chat/completions", json=body, headers={"Connection": "close"})
         with _translated_errors():
             response = await self._client.send(request, stream=True)
         if response.status_code != 200:
