@@ -29,7 +29,12 @@ from bench.replay_dataset import (
 )
 from bench.report import format_level_table, reuse_count, summarize_levels
 
-SYSTEM_PROMPT = "Solve the math word problem. Think step by step briefly, then end with 'Answer: <number>'."
+# A final answer is stated: "Answer: 42", "the answer is $42", "\\boxed{42}" (the model's favourite).
+ANSWER_FORMAT = r"(?i)(?:answer\s*(?:is\b|:|=)|\\boxed\{)[^\d\n]{0,40}\d"
+SYSTEM_PROMPT = (
+    "Solve the math word problem. Think step by step briefly, "
+    "then end with the line 'Answer: ' followed by the final number."
+)
 
 TIER_HEADER = "x-speedup-tier"
 SIMILARITY_HEADER = "x-speedup-similarity"
@@ -64,7 +69,14 @@ def _int(x: str | None) -> int | None:
 
 
 def ask(
-    client: OpenAI, item: ReplayItem, *, model: str, max_tokens: int, pass_name: str, index: int
+    client: OpenAI,
+    item: ReplayItem,
+    *,
+    model: str,
+    max_tokens: int,
+    pass_name: str,
+    index: int,
+    extra_body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One chat completion for ``item``; returns a record (see :mod:`bench.report`)."""
     rec: dict[str, Any] = {
@@ -97,6 +109,7 @@ def ask(
             ],
             temperature=0,
             max_tokens=max_tokens,
+            extra_body=extra_body,
         )
         completion = raw.parse()
         rec["latency_s"] = time.perf_counter() - t0
@@ -130,6 +143,7 @@ def run_pass(
     max_tokens: int = 400,
     verbose: bool = True,
     feedback: bool = False,
+    extra_body: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Send every item in stream order; one record per item.
 
@@ -138,7 +152,9 @@ def run_pass(
     """
     records = []
     for i, item in enumerate(items):
-        rec = ask(client, item, model=model, max_tokens=max_tokens, pass_name=pass_name, index=i)
+        rec = ask(
+            client, item, model=model, max_tokens=max_tokens, pass_name=pass_name, index=i, extra_body=extra_body
+        )
         records.append(rec)
         if feedback and pass_name == "proxy" and rec["response_id"]:
             rating = "good" if rec["correct"] else "bad"
@@ -171,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no per-call progress on stderr")
     ap.add_argument("--feedback", choices=["none", "oracle"], default="none", help="rate proxy answers from gold")
     ap.add_argument("--templates", type=int, nargs="*", help="narrow the template pool (bench.probe_templates)")
+    ap.add_argument(
+        "--no-prompt-cache",
+        action="store_true",
+        help="send llama.cpp's cache_prompt=false (both passes): its prompt cache makes temperature-0 answers vary",
+    )
     args = ap.parse_args(argv)
     if not args.direct_url and not args.proxy_url:
         ap.error("give --direct-url and/or --proxy-url")
@@ -186,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records += run_pass(
             client, items, pass_name=pass_name, model=args.model, max_tokens=args.max_tokens,
             verbose=not args.quiet, feedback=args.feedback == "oracle",
+            extra_body={"cache_prompt": False} if args.no_prompt_cache else None,
         )
 
     table = format_level_table(records)
@@ -203,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "system_prompt": SYSTEM_PROMPT,
                 "feedback": args.feedback,
                 "templates": args.templates,
+                "no_prompt_cache": args.no_prompt_cache,
             },
             "items": [it.model_dump() for it in items],
             "records": records,

@@ -38,7 +38,7 @@ import uvicorn
 from openai import OpenAI
 
 from bench.probe_templates import solvable
-from bench.replay import SYSTEM_PROMPT, make_client
+from bench.replay import ANSWER_FORMAT, SYSTEM_PROMPT, make_client
 from bench.replay_dataset import (
     DEFAULT_MAX_CHARS,
     LEVELS,
@@ -48,10 +48,10 @@ from bench.replay_dataset import (
     is_correct,
 )
 from bench.report import format_level_table
-from memory_store.embedder import MiniLMEncoder
+from memory_store.embedder import TextEncoder
 from proxy.app import create_app
 from proxy.config import load_settings
-from proxy.container import AppContainer, build_container
+from proxy.container import AppContainer, build_container, load_encoder
 from proxy.memory_modes import MEMORY_MODES
 from proxy.reflection_writer import ReflectionCost
 
@@ -117,7 +117,9 @@ class ProxyThread:
                 closeable.close()
 
 
-def ask(client: OpenAI, item: ReplayItem, model: str, max_tokens: int) -> tuple[dict[str, Any], str | None]:
+def ask(
+    client: OpenAI, item: ReplayItem, model: str, max_tokens: int, extra_body: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], str | None]:
     """One request through the proxy; the record and the completion id (for feedback)."""
     rec: dict[str, Any] = {"level": item.level, "group": item.group, "gold": item.gold, "error": None}
     started = time.perf_counter()
@@ -127,6 +129,7 @@ def ask(client: OpenAI, item: ReplayItem, model: str, max_tokens: int) -> tuple[
             messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": item.question}],
             temperature=0,
             max_tokens=max_tokens,
+            extra_body=extra_body,
         )
         completion = raw.parse()
     except Exception as error:  # noqa: BLE001 - a failed call is recorded as wrong
@@ -154,7 +157,7 @@ def run_mode(
     mode: str,
     items: Sequence[ReplayItem],
     backend_url: str,
-    encoder: MiniLMEncoder,
+    encoder: TextEncoder,
     args: argparse.Namespace,
     on_record: Callable[[list[dict[str, Any]]], None] = lambda records: None,
     lessons: list[dict[str, Any]] | None = None,
@@ -181,7 +184,8 @@ def run_mode(
         try:
             for index, item in enumerate(items):
                 before = (meter.prompt, meter.completion, meter.calls)
-                rec, response_id = ask(client, item, args.model, args.max_tokens)
+                no_cache = {"cache_prompt": False} if args.prompt_cache == "off" else None
+                rec, response_id = ask(client, item, args.model, args.max_tokens, no_cache)
                 if args.feedback == "oracle" and response_id is not None:
                     rating = "good" if rec["correct"] else "bad"
                     httpx.post(url + "/v1/feedback", json={"response_id": response_id, "rating": rating}, timeout=60)
@@ -349,7 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--modes", default=",".join(MEMORY_MODES), help="comma-separated, default: all")
     ap.add_argument("--feedback", choices=["oracle", "none"], default="oracle")
-    ap.add_argument("--verifier-regex", help="e.g. 'Answer:\\s*-?\\d' (memory_modes.verifier)")
+    ap.add_argument(
+        "--verifier-regex",
+        default=ANSWER_FORMAT,
+        help="memory_modes.verifier: only answers stating a final number are kept ('' turns it off)",
+    )
     ap.add_argument("--timeout", type=float, default=1800.0, help="per request, client and proxy->backend")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--quiet", action="store_true")
@@ -360,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="recall deadline; the proxy's 50 ms fails open on a busy shared machine, which is noise here",
     )
     ap.add_argument("--report", type=Path, help="only print the tables of a saved --out file")
+    ap.add_argument(
+        "--prompt-cache",
+        choices=["on", "off"],
+        default="off",
+        help="llama.cpp's prompt cache; on, one prompt's temperature-0 answers differ between calls",
+    )
     ap.add_argument(
         "--templates",
         choices=["all", "solvable"],
@@ -387,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from proxy.container import start_embedded_backend
 
         server, backend_url = start_embedded_backend(Settings())
-    encoder = MiniLMEncoder()
+    encoder = load_encoder(load_settings(environ={}))  # the proxy's default embedder
     records: list[dict[str, Any]] = []
     started = time.time()
     done: list[str] = []

@@ -9,8 +9,8 @@ seeds' records are merged into one table (each seed draws other templates into t
 other instances), so a small pool of solvable templates still gives enough groups.
 `--templates solvable` builds the stream from the templates in bench/results/template_probe.json
 that the model solved at least once (`python -m bench.probe_templates` writes it).
-The proxy's quality gate keeps only answers that end in "Answer: <number>" (a regex verifier, as
-the replay's system prompt asks for that format); `--verifier none` turns it off.
+The proxy's quality gate keeps only answers that state a final number ("Answer: 42", "\\boxed{42}":
+a regex verifier, `memory_modes.verifier`); `--verifier none` turns it off.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from bench import replay
 from bench.probe_templates import DEFAULT_OUT as PROBE_FILE
 from bench.probe_templates import solvable
 from bench.procs import proxy
+from bench.replay import ANSWER_FORMAT
 from bench.report import format_level_table, summarize_levels
 from proxy.config import Settings
 from proxy.container import start_embedded_backend
-
-ANSWER_FORMAT = r"Answer:\s*\$?-?\d[\d,]*(\.\d+)?"
 
 
 def main() -> int:
@@ -40,6 +39,12 @@ def main() -> int:
     parser.add_argument("--templates", choices=["all", "solvable"], default="solvable")
     parser.add_argument("--feedback", choices=["none", "oracle"], default="none")
     parser.add_argument("--verifier", choices=["none", "answer-format"], default="answer-format")
+    parser.add_argument(
+        "--prompt-cache",
+        choices=["on", "off"],
+        default="off",
+        help="llama.cpp's prompt cache; on, one prompt's temperature-0 answers differ between calls",
+    )
     parser.add_argument("--out", default="bench/results/replay.json")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -61,6 +66,7 @@ def main() -> int:
                         "--direct-url", backend_url, "--proxy-url", proxy_url, "--groups", str(args.groups),
                         "--seed", str(seed), "--max-tokens", str(args.max_tokens), "--out", str(seed_out),
                         "--feedback", args.feedback, *(["--templates", *templates] if templates else []),
+                        *(["--no-prompt-cache"] if args.prompt_cache == "off" else []),
                         *(["--quiet"] if args.quiet else []),
                     ]
                 )  # fmt: skip
@@ -71,7 +77,10 @@ def main() -> int:
         server.stop()
     table = format_level_table(records)
     print(f"\nall seeds {args.seeds}:\n{table}")
-    config = vars(args) | {"verifier_pattern": ANSWER_FORMAT if args.verifier != "none" else None}
+    config = vars(args) | {
+        "verifier_pattern": ANSWER_FORMAT if args.verifier != "none" else None,
+        "system_prompt": replay.SYSTEM_PROMPT,
+    }
     payload = {"config": config, "records": records, "summary": summarize_levels(records), "table": table}
     Path(args.out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 0
