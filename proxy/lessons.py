@@ -90,6 +90,17 @@ def _fragments(line: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
+# What the writer's own prompts say: a small model often hands them back as its "lesson".
+_INSTRUCTIONS = (
+    LESSON_SYSTEM,
+    _RULE,
+    _PLAIN,
+    "These questions are of the same type.",
+    "This question is of the same type.",
+)
+_NAME = re.compile(r"\b[A-Z][a-z]+\b")
+
+
 def _plain(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
@@ -100,9 +111,12 @@ def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_f
     Labels, markup and list marks go; list headings ("Identify the total:") become sentences;
     a sentence cut off by the token limit, filler ("follow these steps") and any sentence with a
     digit (it re-solves one instance instead of stating a rule) are dropped. Empty means the model
-    gave no usable lesson. Sentences copied from `copied_from` (the cases' questions and answers) go too.
+    gave no usable lesson. Sentences copied from `copied_from` (the cases' questions and answers) or
+    from the writer's own instructions go too, and so does any sentence naming someone from the cases.
     """
     sources = [_plain(source) for source in copied_from]
+    instructions = [_plain(text) for text in _INSTRUCTIONS]
+    names = {name for source in copied_from for name in _NAME.findall(source)}
     text = _LEAD.sub("", text.strip().replace("**", ""))
     lines = [line.strip() for line in _LIST_MARK.sub("", text).splitlines() if line.strip()]
     fragments = [f for line in lines for f in _fragments(line)]
@@ -113,8 +127,11 @@ def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_f
         words = fragment.rstrip(".!?:").split()
         if len(words) < 2 or re.search(r"\d", fragment) or _FILLER.search(fragment):
             continue
-        if any(_plain(fragment) in source for source in sources):
-            continue  # an echo of the case, not a rule
+        plain = _plain(fragment)
+        if any(plain in source for source in sources) or any(i in plain or plain in i for i in instructions):
+            continue  # an echo of the case or of the instructions, not a rule
+        if names & set(_NAME.findall(" ".join(words[1:]))):
+            continue  # about one instance's people, not the type of question
         sentence = " ".join(words) + (fragment[-1] if fragment[-1] in ".!?" else ".")
         kept.append(sentence[0].upper() + sentence[1:])
     limit = max_tokens * 5  # ~4 characters a token, with a little slack

@@ -196,6 +196,13 @@ def test_lessons_are_short_general_sentences_never_a_copy_of_one_instance() -> N
     assert clean_lesson(headed, "length", 80) == "Find the start. Take away the gifts."
     echo = "Mia has 20 pencils and gives 7 to Ann. The answer is 23."
     assert clean_lesson(echo, "stop", 80) == ""  # numbers re-solve one instance: no lesson
+    # Seen from the 0.5B model in the modes replay: the prompt handed back, and one instance's names.
+    case = ["James has tubes of purple paint and yellow paint. How many tubes does James have?"]
+    parroted = (
+        "This question is of the same type. In one or two sentences, give the general rule for answering "
+        "this type of question. Identify the number of tubes of purple paint James has. Add the counts of each colour."
+    )
+    assert clean_lesson(parroted, "stop", 80, case) == "Add the counts of each colour."
 
 
 def test_lesson_goes_after_the_system_prompt_or_becomes_one() -> None:
