@@ -131,6 +131,7 @@ def main() -> None:
                     pct(added_ms, 50),
                     pct(added_ms, 99),
                     pct(direct_ms, 50),
+                    pct(direct_ms, 99),
                     pct(via_ms, 50),
                     pct(via_ms, 99),
                     statistics.mean(via_ms) - statistics.mean(direct_ms),
@@ -142,12 +143,12 @@ def main() -> None:
     )
     print(f"prefilled episodes: {args.prefill}; {share}; {backend}; temperature 0.7: every request reaches the backend")
     print(
-        "| concurrency | requests | proxy-added p50 ms | proxy-added p99 ms | direct p50 ms "
+        "| concurrency | requests | proxy-added p50 ms | proxy-added p99 ms | direct p50 ms | direct p99 ms "
         "| via proxy p50 ms | via proxy p99 ms | mean client delta ms |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |".format(*row))
+        print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |".format(*row))
 
 
 if __name__ == "__main__":
