@@ -98,7 +98,12 @@ _INSTRUCTIONS = (
     "These questions are of the same type.",
     "This question is of the same type.",
 )
-_NAME = re.compile(r"\b[A-Z][a-z]+\b")
+# A capitalised word after a lower-case word, mid-sentence ("gives 5 to Tom"): a name when the cases have it.
+_NAME = re.compile(r"(?<=[a-z,] )[A-Z][a-z]+\b")
+
+
+def _NAMES_OF(names: set[str]) -> re.Pattern[str]:  # noqa: N802 - reads as a constant pattern
+    return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, names))) + r")\b")
 
 
 def _plain(text: str) -> str:
@@ -112,11 +117,11 @@ def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_f
     a sentence cut off by the token limit, filler ("follow these steps") and any sentence with a
     digit (it re-solves one instance instead of stating a rule) are dropped. Empty means the model
     gave no usable lesson. Sentences copied from `copied_from` (the cases' questions and answers) or
-    from the writer's own instructions go too, and so does any sentence naming someone from the cases.
+    from the writer's own instructions go too; names of the cases' people become "the person".
     """
     sources = [_plain(source) for source in copied_from]
     instructions = [_plain(text) for text in _INSTRUCTIONS]
-    names = {name for source in copied_from for name in _NAME.findall(source)}
+    capitalised = {word for source in copied_from for word in re.findall(r"\b[A-Z][a-z]+\b", source)}
     text = _LEAD.sub("", text.strip().replace("**", ""))
     lines = [line.strip() for line in _LIST_MARK.sub("", text).splitlines() if line.strip()]
     fragments = [f for line in lines for f in _fragments(line)]
@@ -130,8 +135,9 @@ def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_f
         plain = _plain(fragment)
         if any(plain in source for source in sources) or any(i in plain or plain in i for i in instructions):
             continue  # an echo of the case or of the instructions, not a rule
-        if names & set(_NAME.findall(" ".join(words[1:]))):
-            continue  # about one instance's people, not the type of question
+        names = {word for word in _NAME.findall(" ".join(words)) if word in capitalised}
+        if names:  # one instance's people become anyone: the rule is about the type of question
+            words = _NAMES_OF(names).sub("the person", " ".join(words)).split()
         sentence = " ".join(words) + (fragment[-1] if fragment[-1] in ".!?" else ".")
         kept.append(sentence[0].upper() + sentence[1:])
     limit = max_tokens * 5  # ~4 characters a token, with a little slack

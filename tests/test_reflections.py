@@ -202,7 +202,15 @@ def test_lessons_are_short_general_sentences_never_a_copy_of_one_instance() -> N
         "This question is of the same type. In one or two sentences, give the general rule for answering "
         "this type of question. Identify the number of tubes of purple paint James has. Add the counts of each colour."
     )
-    assert clean_lesson(parroted, "stop", 80, case) == "Add the counts of each colour."
+    assert clean_lesson(parroted, "stop", 80, case) == (
+        "Identify the number of tubes of purple paint the person has. Add the counts of each colour."
+    )
+    named = "Start with the pencils Sara has. Subtract the pencils Sara gives to Tom. The total is what is left."
+    shown = ["Sara has 12 pencils and gives 5 to Tom.", "Sara has 12 - 5 = 7 pencils left."]
+    assert clean_lesson(named, "stop", 80, shown) == (
+        "Start with the pencils the person has. Subtract the pencils the person gives to the person. "
+        "The total is what is left."
+    )
 
 
 def test_lesson_goes_after_the_system_prompt_or_becomes_one() -> None:
