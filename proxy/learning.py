@@ -258,18 +258,18 @@ class Learning:
         self.reflection_tokens[cost.tenant] += cost.total_tokens
         self.counters.reflection_tokens.labels(cost.tenant, cost.kind, "prompt").inc(cost.prompt_tokens)
         self.counters.reflection_tokens.labels(cost.tenant, cost.kind, "completion").inc(cost.completion_tokens)
-        for listener in self.c.reflection_listeners:
-            try:
-                listener(cost)
-            except Exception as error:  # noqa: BLE001 - listeners must not break accounting
-                log.warning("reflection listener failed: %s", error)
+        self._tell_listeners(cost)
 
     def _spent_judging(self, tenant: str, prompt_tokens: int, completion_tokens: int, model: str = "") -> None:
         self.verifier_tokens[tenant] += prompt_tokens + completion_tokens
         self.counters.verifier_tokens.labels(tenant, "prompt").inc(prompt_tokens)
         self.counters.verifier_tokens.labels(tenant, "completion").inc(completion_tokens)
         # A judge's verdict is learning overhead like a lesson: the stats count it against the savings.
-        cost = ReflectionCost(tenant, "judge", prompt_tokens, completion_tokens, seconds=0.0, model=model)
+        self._tell_listeners(
+            ReflectionCost(tenant, "judge", prompt_tokens, completion_tokens, seconds=0.0, model=model)
+        )
+
+    def _tell_listeners(self, cost: ReflectionCost) -> None:
         for listener in self.c.reflection_listeners:
             try:
                 listener(cost)
