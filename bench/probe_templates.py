@@ -20,7 +20,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from bench.replay import SYSTEM_PROMPT, make_client
+from bench.replay import chat_messages, make_client
 from bench.replay_dataset import DEFAULT_MAX_CHARS, eligible_templates, generate_instance, is_correct, valid_instance
 
 DEFAULT_OUT = Path("bench/results/template_probe.json")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             for question, gold in probe_instances(template, args.seeds, args.max_chars):
                 completion = client.chat.completions.create(
                     model=args.model,
-                    messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
+                    messages=chat_messages(question),
                     temperature=0,
                     max_tokens=args.max_tokens,
                 )

@@ -36,6 +36,28 @@ SYSTEM_PROMPT = (
     "then end with the line 'Answer: ' followed by the final number."
 )
 
+
+
+def chat_messages(question: str) -> list[dict[str, str]]:
+    """The replay's conversation for one question: its system prompt, then the question."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+
+
+def add_prompt_cache_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--prompt-cache",
+        choices=["on", "off"],
+        default=default,
+        help="llama.cpp's prompt cache; on, one prompt's temperature-0 answers differ between calls; "
+        "off sends cache_prompt=false, passed through by the proxy",
+    )
+
+
+def prompt_cache_body(setting: str) -> dict[str, Any] | None:
+    """Extra body fields for `--prompt-cache`."""
+    return {"cache_prompt": False} if setting == "off" else None
+
+
 TIER_HEADER = "x-speedup-tier"
 SIMILARITY_HEADER = "x-speedup-similarity"
 SAVED_TOKENS_HEADER = "x-speedup-saved-tokens"
@@ -103,10 +125,7 @@ def ask(
     try:
         raw = client.chat.completions.with_raw_response.create(
             model=model,
-            messages=[
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": item.question},
-            ],
+            messages=chat_messages(item.question),
             temperature=0,
             max_tokens=max_tokens,
             extra_body=extra_body,
@@ -187,11 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no per-call progress on stderr")
     ap.add_argument("--feedback", choices=["none", "oracle"], default="none", help="rate proxy answers from gold")
     ap.add_argument("--templates", type=int, nargs="*", help="narrow the template pool (bench.probe_templates)")
-    ap.add_argument(
-        "--no-prompt-cache",
-        action="store_true",
-        help="send llama.cpp's cache_prompt=false (both passes): its prompt cache makes temperature-0 answers vary",
-    )
+    add_prompt_cache_option(ap, default="on")
     args = ap.parse_args(argv)
     if not args.direct_url and not args.proxy_url:
         ap.error("give --direct-url and/or --proxy-url")
@@ -207,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records += run_pass(
             client, items, pass_name=pass_name, model=args.model, max_tokens=args.max_tokens,
             verbose=not args.quiet, feedback=args.feedback == "oracle",
-            extra_body={"cache_prompt": False} if args.no_prompt_cache else None,
+            extra_body=prompt_cache_body(args.prompt_cache),
         )
 
     table = format_level_table(records)
@@ -225,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "system_prompt": SYSTEM_PROMPT,
                 "feedback": args.feedback,
                 "templates": args.templates,
-                "no_prompt_cache": args.no_prompt_cache,
+                "prompt_cache": args.prompt_cache,
             },
             "items": [it.model_dump() for it in items],
             "records": records,

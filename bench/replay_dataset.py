@@ -386,7 +386,8 @@ def build_replay_stream(
         raise ValueError("groups must be >= 1")
     pool = eligible_templates(max_chars)
     if templates is not None:
-        pool = [t for t in pool if t in set(templates)]
+        wanted = set(templates)
+        pool = [t for t in pool if t in wanted]
     if len(pool) < 2 * groups:
         raise ValueError(
             f"only {len(pool)} eligible templates with max_chars={max_chars}; "

@@ -38,7 +38,7 @@ import uvicorn
 from openai import OpenAI
 
 from bench.probe_templates import solvable
-from bench.replay import ANSWER_FORMAT, SYSTEM_PROMPT, make_client
+from bench.replay import ANSWER_FORMAT, add_prompt_cache_option, chat_messages, make_client, prompt_cache_body
 from bench.replay_dataset import (
     DEFAULT_MAX_CHARS,
     LEVELS,
@@ -126,7 +126,7 @@ def ask(
     try:
         raw = client.chat.completions.with_raw_response.create(
             model=model,
-            messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": item.question}],
+            messages=chat_messages(item.question),
             temperature=0,
             max_tokens=max_tokens,
             extra_body=extra_body,
@@ -181,11 +181,11 @@ def run_mode(
         proxy = ProxyThread(container)
         url = proxy.start()
         client = make_client(url, timeout=args.timeout)
+        extra_body = prompt_cache_body(args.prompt_cache)
         try:
             for index, item in enumerate(items):
                 before = (meter.prompt, meter.completion, meter.calls)
-                no_cache = {"cache_prompt": False} if args.prompt_cache == "off" else None
-                rec, response_id = ask(client, item, args.model, args.max_tokens, no_cache)
+                rec, response_id = ask(client, item, args.model, args.max_tokens, extra_body)
                 if args.feedback == "oracle" and response_id is not None:
                     rating = "good" if rec["correct"] else "bad"
                     httpx.post(url + "/v1/feedback", json={"response_id": response_id, "rating": rating}, timeout=60)
@@ -368,12 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="recall deadline; the proxy's 50 ms fails open on a busy shared machine, which is noise here",
     )
     ap.add_argument("--report", type=Path, help="only print the tables of a saved --out file")
-    ap.add_argument(
-        "--prompt-cache",
-        choices=["on", "off"],
-        default="off",
-        help="llama.cpp's prompt cache; on, one prompt's temperature-0 answers differ between calls",
-    )
+    add_prompt_cache_option(ap, default="off")
     ap.add_argument(
         "--templates",
         choices=["all", "solvable"],

@@ -25,7 +25,7 @@ from bench import replay
 from bench.probe_templates import DEFAULT_OUT as PROBE_FILE
 from bench.probe_templates import solvable
 from bench.procs import proxy
-from bench.replay import ANSWER_FORMAT
+from bench.replay_dataset import build_replay_stream
 from bench.report import format_level_table, summarize_levels
 from proxy.config import Settings
 from proxy.container import start_embedded_backend
@@ -39,12 +39,7 @@ def main() -> int:
     parser.add_argument("--templates", choices=["all", "solvable"], default="solvable")
     parser.add_argument("--feedback", choices=["none", "oracle"], default="none")
     parser.add_argument("--verifier", choices=["none", "answer-format"], default="answer-format")
-    parser.add_argument(
-        "--prompt-cache",
-        choices=["on", "off"],
-        default="off",
-        help="llama.cpp's prompt cache; on, one prompt's temperature-0 answers differ between calls",
-    )
+    replay.add_prompt_cache_option(parser, default="off")
     parser.add_argument("--out", default="bench/results/replay.json")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -52,33 +47,34 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="speedup-replay-"))
     env = {}
     if args.verifier == "answer-format":
-        env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": ANSWER_FORMAT})
-    templates = [str(t) for t in solvable(PROBE_FILE)] if args.templates == "solvable" else []
+        env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": replay.ANSWER_FORMAT})
+    templates = solvable(PROBE_FILE) if args.templates == "solvable" else None
+    extra_body = replay.prompt_cache_body(args.prompt_cache)
     server, backend_url = start_embedded_backend(Settings())
     records: list[dict[str, Any]] = []
     try:
         for seed in args.seeds:
-            seed_out = Path(args.out).with_suffix(f".seed{seed}.json")
+            items = build_replay_stream(groups=args.groups, seed=seed, templates=templates)
             (workdir / f"seed{seed}").mkdir()
             with proxy(backend_url, workdir / f"seed{seed}", env=env) as proxy_url:
-                replay.main(
-                    [
-                        "--direct-url", backend_url, "--proxy-url", proxy_url, "--groups", str(args.groups),
-                        "--seed", str(seed), "--max-tokens", str(args.max_tokens), "--out", str(seed_out),
-                        "--feedback", args.feedback, *(["--templates", *templates] if templates else []),
-                        *(["--no-prompt-cache"] if args.prompt_cache == "off" else []),
-                        *(["--quiet"] if args.quiet else []),
-                    ]
-                )  # fmt: skip
-            saved = json.loads(seed_out.read_text(encoding="utf-8"))
-            records += [r | {"seed": seed} for r in saved["records"]]
-            seed_out.unlink()
+                for pass_name, url in (("direct", backend_url), ("proxy", proxy_url)):
+                    passed = replay.run_pass(
+                        replay.make_client(url),
+                        items,
+                        pass_name=pass_name,
+                        max_tokens=args.max_tokens,
+                        verbose=not args.quiet,
+                        feedback=args.feedback == "oracle",
+                        extra_body=extra_body,
+                    )
+                    records += [r | {"seed": seed} for r in passed]
+            print(f"\nseed {seed}:\n{format_level_table([r for r in records if r['seed'] == seed])}")
     finally:
         server.stop()
     table = format_level_table(records)
     print(f"\nall seeds {args.seeds}:\n{table}")
     config = vars(args) | {
-        "verifier_pattern": ANSWER_FORMAT if args.verifier != "none" else None,
+        "verifier_pattern": replay.ANSWER_FORMAT if args.verifier != "none" else None,
         "system_prompt": replay.SYSTEM_PROMPT,
     }
     payload = {"config": config, "records": records, "summary": summarize_levels(records), "table": table}

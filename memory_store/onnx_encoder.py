@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,10 +95,8 @@ def export_onnx(model_dir: Path, target: Path) -> None:
     # A padded row in the example input keeps the attention mask in the traced graph.
     input_ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
     attention_mask = (input_ids != 0).long()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+
+    def export(tmp_name: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
             torch.onnx.export(
@@ -114,23 +113,30 @@ def export_onnx(model_dir: Path, target: Path) -> None:
                     "embedding": {0: "batch"},
                 },
             )
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp_name, target)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+
+    _write_atomically(target, export)
 
 
 def quantize_int8(source: Path, target: Path) -> None:
     """int8 copy of `source`: MatMul weights per channel (the Gather of the vocabulary stays fp32)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp.onnx")
+    _write_atomically(
+        target,
+        lambda tmp_name: quantize_dynamic(
+            source, tmp_name, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8
+        ),
+    )
+
+
+def _write_atomically(target: Path, write: Callable[[str], None]) -> None:
+    """`write` fills a temp file beside `target`, which then replaces `target` in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        quantize_dynamic(
-            source, tmp_name, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8
-        )
-        os.chmod(tmp_name, 0o644)
+        write(tmp_name)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600
         os.replace(tmp_name, target)
     finally:
         Path(tmp_name).unlink(missing_ok=True)

@@ -90,24 +90,32 @@ def _fragments(line: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
-# What the writer's own prompts say: a small model often hands them back as its "lesson".
-_INSTRUCTIONS = (
-    LESSON_SYSTEM,
-    _RULE,
-    _PLAIN,
-    "These questions are of the same type.",
-    "This question is of the same type.",
-)
-# A capitalised word after a lower-case word, mid-sentence ("gives 5 to Tom"): a name when the cases have it.
-_NAME = re.compile(r"(?<=[a-z,] )[A-Z][a-z]+\b")
-
-
-def _NAMES_OF(names: set[str]) -> re.Pattern[str]:  # noqa: N802 - reads as a constant pattern
-    return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, names))) + r")\b")
-
-
 def _plain(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+# What the writer's own prompts say, made plain: a small model often hands them back as its "lesson".
+_INSTRUCTIONS = tuple(
+    _plain(text)
+    for text in (
+        LESSON_SYSTEM,
+        _RULE,
+        _PLAIN,
+        "These questions are of the same type.",
+        "This question is of the same type.",
+    )
+)
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]+\b")
+# A capitalised word after a lower-case word, mid-sentence ("gives 5 to Tom"): a name when the cases have it.
+_MID_SENTENCE_CAPITALISED = re.compile(r"(?<=[a-z,] )[A-Z][a-z]+\b")
+
+
+def _anonymised(text: str, capitalised: set[str]) -> str:
+    """One instance's people become anyone: the rule is about the type of question."""
+    names = {word for word in _MID_SENTENCE_CAPITALISED.findall(text) if word in capitalised}
+    if not names:
+        return text
+    return _CAPITALISED.sub(lambda m: "the person" if m.group() in names else m.group(), text)
 
 
 def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_from: Sequence[str] = ()) -> str:
@@ -120,8 +128,7 @@ def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_f
     from the writer's own instructions go too; names of the cases' people become "the person".
     """
     sources = [_plain(source) for source in copied_from]
-    instructions = [_plain(text) for text in _INSTRUCTIONS]
-    capitalised = {word for source in copied_from for word in re.findall(r"\b[A-Z][a-z]+\b", source)}
+    capitalised = {word for source in copied_from for word in _CAPITALISED.findall(source)}
     text = _LEAD.sub("", text.strip().replace("**", ""))
     lines = [line.strip() for line in _LIST_MARK.sub("", text).splitlines() if line.strip()]
     fragments = [f for line in lines for f in _fragments(line)]
@@ -133,12 +140,9 @@ def clean_lesson(text: str, finish_reason: str | None, max_tokens: int, copied_f
         if len(words) < 2 or re.search(r"\d", fragment) or _FILLER.search(fragment):
             continue
         plain = _plain(fragment)
-        if any(plain in source for source in sources) or any(i in plain or plain in i for i in instructions):
+        if any(plain in source for source in sources) or any(i in plain or plain in i for i in _INSTRUCTIONS):
             continue  # an echo of the case or of the instructions, not a rule
-        names = {word for word in _NAME.findall(" ".join(words)) if word in capitalised}
-        if names:  # one instance's people become anyone: the rule is about the type of question
-            words = _NAMES_OF(names).sub("the person", " ".join(words)).split()
-        sentence = " ".join(words) + (fragment[-1] if fragment[-1] in ".!?" else ".")
+        sentence = _anonymised(" ".join(words), capitalised) + (fragment[-1] if fragment[-1] in ".!?" else ".")
         kept.append(sentence[0].upper() + sentence[1:])
     limit = max_tokens * 5  # ~4 characters a token, with a little slack
     lesson = ""
