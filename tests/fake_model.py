@@ -15,11 +15,15 @@ from tests.conftest import ServerThread, stub_url
 
 class FakeModel:
     """Answers questions with `answer`, lesson requests with the next of `lessons`, the judge with
-    `judge`; records every body it gets."""
+    `judge`; records every body it gets, and each kind apart: background lesson and judge calls can
+    land between a test's request and its next look, so a test reads the kind it means."""
 
     def __init__(self, answer: str, lessons: list[str] | None = None, judge: str = "yes") -> None:
         lessons = lessons or ["Work step by step."]
         self.bodies: list[dict[str, Any]] = []
+        self.chat_bodies: list[dict[str, Any]] = []
+        self.lesson_bodies: list[dict[str, Any]] = []
+        self.judge_bodies: list[dict[str, Any]] = []
         self.lesson_calls = 0
         app = FastAPI()
 
@@ -32,8 +36,12 @@ class FakeModel:
             if system == LESSON_SYSTEM:
                 text = lessons[min(self.lesson_calls, len(lessons) - 1)]
                 self.lesson_calls += 1
+                self.lesson_bodies.append(body)
             elif system == JUDGE_SYSTEM:
                 text = judge
+                self.judge_bodies.append(body)
+            else:
+                self.chat_bodies.append(body)
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
             return {"id": f"chatcmpl-fake{len(self.bodies)}", "object": "chat.completion", "created": 0,

@@ -116,7 +116,7 @@ def test_answer_the_judge_rejects_is_not_reused_until_a_human_rates_it_good(
     proxy.settle()
     [episode] = proxy.container.memory.list_episodes("local")
     assert episode.verifier == "fail" and not episode.usable
-    judged = fake.bodies[-1]
+    [judged] = fake.judge_bodies
     assert judged["max_tokens"] == 3 and question in judged["messages"][-1]["content"]
     assert proxy.container.learning.verifier_tokens["local"] == 60  # the judge's tokens are counted
     totals = httpx.get(proxy.url + "/v1/speedup/stats").json()["totals"]

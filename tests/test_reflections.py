@@ -109,18 +109,14 @@ def test_real_model_lessons_are_paid_only_for_recurring_questions(start_proxy: P
     proxy.settle(240)
     [cluster] = store.list_reflections("local", lessons_only=False)
     assert cluster.id == seed.id and cluster.members == 2
-    assert cluster.cost_tokens == reflection_tokens(proxy) > 0
-    # Whatever the 0.5B model wrote is stored as general sentences within the cap, or not at all.
-    assert not re.search(r"\d", cluster.text) and len(cluster.text) <= 64 * 5
+    assert cluster.cost_tokens == reflection_tokens(proxy) > 0  # the second member paid for a lesson
+    # What the lesson says, where it is injected and how it is rewritten depend on the model's words:
+    # tests/test_reflections.py's fake-model tests pin those; this one pins what is paid for, and when.
 
-    sent = record_backend_requests(proxy)
-    headers, _ = ask(proxy, THIRD_VARIANT)
-    assert headers.get("x-speedup-reflection") == (cluster.id if cluster.text else None)
+    ask(proxy, THIRD_VARIANT)
     proxy.settle(240)
     [grown] = store.list_reflections("local", lessons_only=False)
     assert grown.id == cluster.id and grown.members == 3 and grown.cost_tokens > cluster.cost_tokens
-    if cluster.text:  # reflect_update shows the model its lesson to rewrite
-        assert cluster.text in sent[-1]["messages"][-1]["content"]
 
     spent = reflection_tokens(proxy)
     ask(proxy, UNRELATED, max_tokens=12)
@@ -152,7 +148,7 @@ def test_answers_failing_the_verifier_are_never_reused_and_distilled_into_one_le
     proxy.settle()
     [lesson] = store.list_reflections("local")
     assert lesson.kind == "multi_case_reflect" and lesson.text == rule and lesson.members == 2
-    prompt = fake.bodies[-1]["messages"][-1]["content"]
+    prompt = fake.lesson_bodies[-1]["messages"][-1]["content"]
     assert PENCILS in prompt and OTHER_NUMBERS in prompt and "WRONG" in prompt  # several cases at once
 
 
@@ -171,11 +167,11 @@ def test_reflect_update_rewrites_the_one_lesson_of_its_cluster(
 
     headers, _ = ask(proxy, THIRD_VARIANT)
     assert headers["x-speedup-reflection"] == lesson.id
-    assert LESSON_PREFIX + first in fake.bodies[-1]["messages"][0]["content"]
+    assert LESSON_PREFIX + first in fake.chat_bodies[-1]["messages"][0]["content"]
     proxy.settle()
     [rewritten] = store.list_reflections("local", lessons_only=False)
     assert rewritten.id == lesson.id and rewritten.text == second and rewritten.revisions == 2
-    rewrite_prompt = fake.bodies[-1]["messages"][-1]["content"]
+    rewrite_prompt = fake.lesson_bodies[-1]["messages"][-1]["content"]
     assert first in rewrite_prompt and THIRD_VARIANT in rewrite_prompt  # the old lesson and the new case
 
     ask(proxy, UNRELATED)
