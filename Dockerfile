@@ -20,7 +20,7 @@ COPY budget ./budget
 COPY memory_store ./memory_store
 COPY proxy ./proxy
 RUN pip install . \
-    && python -c "import faiss, redis, sentence_transformers, xllamacpp; from memory_store.embedder import MiniLMEncoder"
+    && python -c "import faiss, redis, sentence_transformers, xllamacpp; from memory_store.embedding.embedder import MiniLMEncoder"
 
 RUN useradd --create-home --uid 10001 speedup \
     && mkdir -p /data /models /etc/speedup \

@@ -19,7 +19,7 @@ install: $(STAMP)
 
 model: install
 	$(PY) -m proxy.backend.model_files
-	$(PY) -c "from memory_store.onnx_encoder import OnnxMiniLMEncoder; OnnxMiniLMEncoder(quantized=True)"
+	$(PY) -c "from memory_store.embedding.onnx_encoder import OnnxMiniLMEncoder; OnnxMiniLMEncoder(quantized=True)"
 
 run: model
 	$(VENV)/bin/speedup-proxy serve $(ARGS)

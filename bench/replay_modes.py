@@ -48,12 +48,12 @@ from bench.replay_dataset import (
     is_correct,
 )
 from bench.report import format_level_table
-from memory_store.embedder import TextEncoder
+from memory_store.embedding.embedder import TextEncoder
 from proxy.app import create_app
 from proxy.config import load_settings
 from proxy.container import AppContainer, build_container, load_encoder
-from proxy.memory_modes import MEMORY_MODES
-from proxy.reflection_writer import ReflectionCost
+from proxy.learning.memory_modes import MEMORY_MODES
+from proxy.learning.reflection_writer import ReflectionCost
 
 SHORT = {
     "none": "none",

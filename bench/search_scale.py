@@ -37,8 +37,8 @@ import redis
 
 from memory_store.episode import Episode
 from memory_store.limits import usefulness
-from memory_store.redis_keys import RedisKeys
-from memory_store.redis_scripts import ADD
+from memory_store.redis.keys import RedisKeys
+from memory_store.redis.scripts import ADD
 
 DIM = 384
 TOPICS = 2000
@@ -152,7 +152,7 @@ def load(url: str, size: int) -> float:
 
 def measure(url: str, size: int, queries: int, data_dir: Path) -> dict[str, Any]:
     """In a fresh process: rebuild a replica's mirror from Redis, then time searches on it."""
-    from memory_store.redis_store import RedisMemory
+    from memory_store.redis.store import RedisMemory
 
     before = rss_bytes()
     started = time.perf_counter()

@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from budget.guard import same_question
 from memory_store.episode import Episode, Neighbour
-from memory_store.guard import same_question
 
 Tier = Literal["reuse", "guided", "cold"]
 

@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from proxy.admin_routes import admin_router
-from proxy.auth import tenant_for
+from proxy.admin.routes import admin_router
 from proxy.container import AppContainer
-from proxy.errors import ProxyError, install_error_handlers
-from proxy.feedback import feedback_router
-from proxy.pipeline import ChatPipeline
-from proxy.stats.api import stats_router
+from proxy.gateway.auth import tenant_for
+from proxy.gateway.errors import ProxyError, install_error_handlers
+from proxy.learning.feedback import feedback_router
+from proxy.serving.pipeline import ChatPipeline
+from proxy.stats.routes import stats_router
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands)
-    from proxy.admin_cli import add_admin_commands
+    from proxy.admin.cli import add_admin_commands
 
     add_admin_commands(commands)
     return parser

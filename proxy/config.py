@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from budget.policy import PolicyConfig
 from memory_store.limits import MemoryLimits
-from memory_store.redis_config import RedisOptions
-from proxy.memory_modes import MemoryModes
+from memory_store.redis.config import RedisOptions
+from proxy.learning.memory_modes import MemoryModes
 from proxy.stats.pricing import Pricing
 
 ENV_PREFIX = "SPEEDUP_"

@@ -11,15 +11,15 @@ from typing import Any
 
 from budget.policy import BudgetPolicy
 from memory_store.base import MemoryStore
-from memory_store.embedder import BatchingEmbedder, MiniLMEncoder, TextEncoder
+from memory_store.embedding.embedder import BatchingEmbedder, MiniLMEncoder, TextEncoder
 from memory_store.local_store import LocalMemory
-from proxy.accounting import RequestObserver
 from proxy.backend.client import OpenAIBackend
 from proxy.config import Settings
-from proxy.learning import Learning
+from proxy.learning.service import Learning
 from proxy.metrics import ProxyMetrics
+from proxy.serving.accounting import RequestObserver
+from proxy.stats.factory import open_stats_store
 from proxy.stats.recorder import StatsRecorder
-from proxy.stats.store import open_stats_store
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class AppContainer:
     stats: StatsRecorder | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     learning: Learning | None = None  # reflections, response log, verifier, feedback; None when memory is off
-    # Hooks for stats: feedback as (tenant, tier, rating); reflection costs as proxy.reflection_writer.ReflectionCost.
+    # Hooks for stats: feedback as (tenant, tier, rating); reflection costs as ReflectionCost.
     feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
     reflection_listeners: list[Callable[[Any], None]] = field(default_factory=list)
 
@@ -74,7 +74,7 @@ def open_memory(settings: Settings, dim: int) -> MemoryStore | None:
     if spec == "off":
         return None
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        from memory_store.redis_store import RedisMemory
+        from memory_store.redis.store import RedisMemory
 
         return RedisMemory.from_settings(settings, dim)
     directory = Path(spec[len("local:") :]) if spec.startswith("local:") else settings.data_dir
@@ -108,7 +108,7 @@ def load_encoder(settings: Settings) -> TextEncoder:
     """MiniLM on onnxruntime when it can be exported, else on torch (the fp32 vectors)."""
     if settings.embedder in ("onnx", "onnx-int8"):
         try:
-            from memory_store.onnx_encoder import OnnxMiniLMEncoder
+            from memory_store.embedding.onnx_encoder import OnnxMiniLMEncoder
 
             return OnnxMiniLMEncoder(threads=settings.embedder_threads, quantized=settings.embedder == "onnx-int8")
         except Exception as error:  # noqa: BLE001 - the torch path serves the same model

@@ -15,7 +15,7 @@ import openai
 import pytest
 import uvicorn
 
-from memory_store.embedder import MiniLMEncoder, TextEncoder
+from memory_store.embedding.embedder import MiniLMEncoder, TextEncoder
 from proxy.app import create_app
 from proxy.config import Settings, load_settings
 from proxy.container import AppContainer, build_container, load_encoder

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 
-from proxy.lessons import LESSON_SYSTEM
-from proxy.verifier import JUDGE_SYSTEM
+from proxy.learning.lessons import LESSON_SYSTEM
+from proxy.learning.verifier import JUDGE_SYSTEM
 from tests.conftest import ServerThread, stub_url
 
 

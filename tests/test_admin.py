@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from memory_store.embedder import MiniLMEncoder
+from memory_store.embedding.embedder import MiniLMEncoder
 from memory_store.episode import Episode
 from memory_store.reflections import Reflection
 from proxy.cli import main

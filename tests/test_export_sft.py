@@ -10,7 +10,7 @@ import pytest
 
 from memory_store.scope import memory_key
 from proxy.cli import main
-from proxy.export_sft import SINGLE_TURN, ExportedEpisode, export_sft, in_holdout
+from proxy.learning.export_sft import SINGLE_TURN, ExportedEpisode, export_sft, in_holdout
 from tests.conftest import ProxyFactory, RunningProxy
 
 pytestmark = pytest.mark.timeout(600)

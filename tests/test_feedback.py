@@ -11,7 +11,7 @@ import pytest
 
 from memory_store.episode import Episode
 from memory_store.local_store import LocalMemory
-from proxy.response_log import ResponseEntry, ResponseLog
+from proxy.learning.response_log import ResponseEntry, ResponseLog
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.fake_model import FakeModel, fake_model_fixture  # noqa: F401 - provides `fake_model`
 

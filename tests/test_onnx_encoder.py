@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_store.embedder import MiniLMEncoder
-from memory_store.onnx_encoder import OnnxMiniLMEncoder, model_digest
+from memory_store.embedding.embedder import MiniLMEncoder
+from memory_store.embedding.onnx_encoder import OnnxMiniLMEncoder, model_digest
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -16,8 +16,8 @@ from memory_store.base import MemoryStore
 from memory_store.episode import Episode
 from memory_store.limits import MemoryLimits
 from memory_store.local_store import LocalMemory
-from memory_store.redis_config import RedisOptions
-from memory_store.redis_store import RedisMemory
+from memory_store.redis.config import RedisOptions
+from memory_store.redis.store import RedisMemory
 from proxy.config import load_settings
 from proxy.container import open_memory
 from tests.conftest import ProxyFactory, ServerThread, stub_url

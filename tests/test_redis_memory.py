@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from memory_store.episode import Episode
 from memory_store.limits import MemoryLimits
-from memory_store.redis_config import RedisOptions
-from memory_store.redis_keys import RedisKeys
-from memory_store.redis_store import RedisMemory
+from memory_store.redis.config import RedisOptions
+from memory_store.redis.keys import RedisKeys
+from memory_store.redis.store import RedisMemory
 from tests.redis_fixtures import RedisProcess, TcpRelay, free_port, redis_server  # noqa: F401 - fixture
 
 DIM = 16

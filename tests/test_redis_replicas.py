@@ -25,7 +25,7 @@ import openai
 import pytest
 
 from bench.stub_backend import create_stub_app
-from memory_store.redis_keys import RedisKeys
+from memory_store.redis.keys import RedisKeys
 from tests.conftest import ProxyFactory, RunningProxy, ServerThread, free_port, stub_url
 from tests.redis_fixtures import RedisProcess, redis_server  # noqa: F401 - fixture
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.lessons import LESSON_PREFIX, clean_lesson, inject_lesson
-from proxy.memory_modes import MemoryModes
+from proxy.learning.lessons import LESSON_PREFIX, clean_lesson, inject_lesson
+from proxy.learning.memory_modes import MemoryModes
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.fake_model import FakeModel, fake_model_fixture  # noqa: F401 - provides `fake_model`
 

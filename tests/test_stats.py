@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from budget.policy import Decision
 from memory_store.episode import Episode
-from proxy.accounting import Accounting
+from proxy.serving.accounting import Accounting
 from proxy.stats.figures import request_increments
 from proxy.stats.pricing import Pricing
 from proxy.stats.recorder import StatsRecorder
@@ -379,7 +379,7 @@ def test_stats_access_by_key(start_proxy: ProxyFactory, stub_backend: ServerThre
 
 
 def test_reflection_costs_count_against_net_savings(tmp_path: Path) -> None:
-    from proxy.reflection_writer import ReflectionCost
+    from proxy.learning.reflection_writer import ReflectionCost
 
     pricing = Pricing(prices={"*": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}})
     recorder = StatsRecorder(LocalStatsStore(tmp_path / "stats.sqlite3"), pricing, flush_interval_s=60)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from proxy.errors import ProxyError
+from proxy.gateway.errors import ProxyError
 
 
 def _backend_error(status: int, raw: bytes) -> ProxyError:

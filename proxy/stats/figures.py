@@ -11,7 +11,7 @@ import bisect
 import logging
 import math
 
-from proxy.accounting import Accounting
+from proxy.serving.accounting import Accounting
 from proxy.stats.pricing import Pricing
 
 log = logging.getLogger(__name__)

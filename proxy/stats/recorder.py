@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.accounting import Accounting
+from proxy.serving.accounting import Accounting
 from proxy.stats.figures import (
     TIERS,
     Increments,
@@ -88,7 +88,7 @@ class StatsRecorder:
             log.warning("stats: reflection tokens not recorded: %s", error)
 
     def reflection_spent(self, cost: Any) -> None:
-        """Listener for proxy.reflection_writer.ReflectionCost (tenant, prompt_tokens, completion_tokens)."""
+        """Listener for proxy.learning.reflection_writer.ReflectionCost (tenant, prompt_tokens, completion_tokens)."""
         try:
             figures = reflection_increments(
                 int(cost.prompt_tokens), int(cost.completion_tokens), getattr(cost, "model", "") or "", self.pricing

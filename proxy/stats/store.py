@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
-
-from proxy.config import Settings
 
 # (tenant, minute since the epoch) -> figure name -> increment
 Batch = dict[tuple[str, int], dict[str, float]]
@@ -27,16 +24,3 @@ class StatsStore(Protocol):
     def tenants(self) -> list[str]: ...
 
     def close(self) -> None: ...
-
-
-def open_stats_store(settings: Settings) -> StatsStore:
-    spec = settings.memory
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from proxy.stats.store_redis import RedisStatsStore
-
-        options = getattr(settings, "redis", None)
-        return RedisStatsStore.from_url(spec, prefix=getattr(options, "key_prefix", "speedup"))
-    from proxy.stats.store_local import LocalStatsStore
-
-    directory = Path(spec[len("local:") :]) if spec.startswith("local:") else settings.data_dir
-    return LocalStatsStore(directory / "stats.sqlite3")

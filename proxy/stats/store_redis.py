@@ -1,6 +1,6 @@
 """Figures in Redis, shared by every replica: one hash per tenant and minute, and per tenant and hour.
 
-Keys follow memory_store/redis_keys.py (a tenant's keys share the `{prefix}:{<tenant>}:` hash tag):
+Keys follow memory_store/redis/keys.py (a tenant's keys share the `{prefix}:{<tenant>}:` hash tag):
 
     {prefix}:{<tenant>}:stats:m:<minute>   hash: figure -> sum over that minute (2-day TTL)
     {prefix}:{<tenant>}:stats:h:<hour>     hash: figure -> sum over that hour (8-day TTL)
@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from memory_store.redis_keys import RedisKeys
+from memory_store.redis.keys import RedisKeys
 from proxy.stats.store import RETENTION_MINUTES, Batch, Rows
 
 PREFIX = "speedup"

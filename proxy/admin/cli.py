@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proxy.admin_client import AdminClient, AdminError
+from proxy.admin.client import AdminClient, AdminError
 from proxy.config import LOCAL_TENANT, Settings
 
 
@@ -232,7 +232,7 @@ def memory_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def export_sft_command(args: argparse.Namespace, settings: Settings) -> int:
-    from proxy.export_sft import export_sft
+    from proxy.learning.export_sft import export_sft
 
     if args.holdout and args.holdout_out is None:
         return _fail(ValueError("--holdout needs --holdout-out"))

@@ -23,17 +23,17 @@ from budget.policy import Decision
 from memory_store.episode import Episode
 from memory_store.reflections import Reflection, ReflectionStore
 from memory_store.scope import MemoryKey
-from proxy.lessons import clean_lesson, failed, inject_lesson
-from proxy.memory_modes import MemoryMode, reflection_kind, uses_episodes
-from proxy.reflection_writer import Event, ReflectionCost, ReflectionWriter
-from proxy.response_log import ResponseEntry, ResponseLog
-from proxy.verifier import Verifier
+from proxy.learning.lessons import clean_lesson, failed, inject_lesson
+from proxy.learning.memory_modes import MemoryMode, reflection_kind, uses_episodes
+from proxy.learning.reflection_writer import Event, ReflectionCost, ReflectionWriter
+from proxy.learning.response_log import ResponseEntry, ResponseLog
+from proxy.learning.verifier import Verifier
 
 if TYPE_CHECKING:
-    from proxy.accounting import Accounting
-    from proxy.chat_request import ChatRequest
     from proxy.container import AppContainer
-    from proxy.recall import Recollection
+    from proxy.gateway.chat_request import ChatRequest
+    from proxy.serving.accounting import Accounting
+    from proxy.serving.recall import Recollection
 
 log = logging.getLogger(__name__)
 

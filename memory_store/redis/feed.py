@@ -20,10 +20,10 @@ import redis
 
 from memory_store.episode import Episode
 from memory_store.limits import MemoryLimits
-from memory_store.redis_keys import RedisKeys
-from memory_store.redis_mirror import Mirror, MirrorEntry
-from memory_store.redis_scripts import Scripts
-from memory_store.redis_spool import Record, record_vector
+from memory_store.redis.keys import RedisKeys
+from memory_store.redis.mirror import Mirror, MirrorEntry
+from memory_store.redis.scripts import Scripts
+from memory_store.redis.spool import Record, record_vector
 
 _SCAN_COUNT = 1000
 _HEADER = struct.Struct(">8I")

@@ -24,7 +24,7 @@ class Accounting:
     response_id: str | None = None
     total_seconds: float = 0.0
     model: str = ""
-    # Memory that learns (proxy/learning.py): the mode used, the lesson injected, the memory coordinates.
+    # Memory that learns (proxy/learning/service.py): the mode used, the lesson injected, the memory coordinates.
     memory_mode: str | None = None
     reflection_id: str | None = None
     memory_key: MemoryKey | None = None

@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from budget.policy import Decision, RequestFacts
 from memory_store.episode import Usage
 from memory_store.scope import MemoryKey, memory_key
-from proxy.accounting import Accounting
-from proxy.chat_request import ChatRequest, parse_chat_request, reuse_allowed
+from proxy.backend.fanout import add_usage, complete_fanout, stream_fanout
 from proxy.container import AppContainer
-from proxy.errors import ProxyError
-from proxy.exemplars import inject_exemplars, with_budget
-from proxy.fanout import add_usage, complete_fanout, stream_fanout
-from proxy.recall import Recollection, recall
-from proxy.remember import remember, skip_reason
-from proxy.sse import DONE, completion_chunks, event
+from proxy.gateway.chat_request import ChatRequest, parse_chat_request, reuse_allowed
+from proxy.gateway.errors import ProxyError
+from proxy.gateway.sse import DONE, completion_chunks, event
+from proxy.serving.accounting import Accounting
+from proxy.serving.exemplars import inject_exemplars, with_budget
+from proxy.serving.recall import Recollection, recall
+from proxy.serving.remember import remember, skip_reason
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.backend.client import OpenAIBackend
-from proxy.errors import ProxyError
-from proxy.memory_modes import VerifierConfig
+from proxy.gateway.errors import ProxyError
+from proxy.learning.memory_modes import VerifierConfig
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,13 @@ from redis.retry import Retry
 
 from memory_store.episode import Episode, Neighbour
 from memory_store.limits import LimitCounters, MemoryLimits, usefulness
-from memory_store.redis_config import RedisOptions
-from memory_store.redis_feed import Feed, apply_spooled_add, fetch
-from memory_store.redis_keys import RedisKeys
-from memory_store.redis_metrics import RedisMemoryCollector
-from memory_store.redis_mirror import Mirror, MirrorEntry
-from memory_store.redis_scripts import Scripts
-from memory_store.redis_spool import Record, Spool, add_record, record_vector
+from memory_store.redis.config import RedisOptions
+from memory_store.redis.feed import Feed, apply_spooled_add, fetch
+from memory_store.redis.keys import RedisKeys
+from memory_store.redis.metrics import RedisMemoryCollector
+from memory_store.redis.mirror import Mirror, MirrorEntry
+from memory_store.redis.scripts import Scripts
+from memory_store.redis.spool import Record, Spool, add_record, record_vector
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import hmac
 from fastapi import Request
 
 from proxy.config import LOCAL_TENANT, Settings
-from proxy.errors import ProxyError
+from proxy.gateway.errors import ProxyError
 
 
 def bearer_token(request: Request) -> str | None:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.errors import ProxyError
-from proxy.memory_modes import MemoryMode
+from proxy.gateway.errors import ProxyError
+from proxy.learning.memory_modes import MemoryMode
 
 ReuseControl = Literal["auto", "allow", "never"]
 
@@ -30,7 +30,7 @@ class SpeedupOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reuse: ReuseControl = "auto"
     memory: Literal["on", "off"] = "on"
-    memory_mode: MemoryMode | None = None  # overrides the configured mode (proxy/memory_modes.py)
+    memory_mode: MemoryMode | None = None  # overrides the configured mode (proxy/learning/memory_modes.py)
 
 
 class ChatRequest(BaseModel):

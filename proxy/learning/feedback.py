@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memory_store.episode import Episode, Usage
-from proxy.auth import tenant_for
 from proxy.container import AppContainer
-from proxy.errors import ProxyError
-from proxy.learning import Learning
-from proxy.response_log import ResponseEntry
+from proxy.gateway.auth import tenant_for
+from proxy.gateway.errors import ProxyError
+from proxy.learning.response_log import ResponseEntry
+from proxy.learning.service import Learning
 
 log = logging.getLogger(__name__)
 

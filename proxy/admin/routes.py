@@ -25,11 +25,11 @@ from fastapi.responses import StreamingResponse
 
 from memory_store.base import MemoryStore
 from memory_store.episode import Episode
-from proxy.auth import require_admin
 from proxy.container import AppContainer
-from proxy.errors import ProxyError
-from proxy.learning import Learning
-from proxy.response_log import ScopeNote
+from proxy.gateway.auth import require_admin
+from proxy.gateway.errors import ProxyError
+from proxy.learning.response_log import ScopeNote
+from proxy.learning.service import Learning
 
 _PAGE = 1000
 

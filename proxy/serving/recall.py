@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from memory_store.base import MemoryStore
-from memory_store.embedder import BatchingEmbedder
+from memory_store.embedding.embedder import BatchingEmbedder
 from memory_store.episode import Neighbour
 from memory_store.scope import MemoryKey
 from proxy.metrics import ProxyMetrics

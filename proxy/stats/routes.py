@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from proxy.auth import bearer_token, is_admin, tenant_for
 from proxy.container import AppContainer
-from proxy.errors import ProxyError
+from proxy.gateway.auth import bearer_token, is_admin, tenant_for
+from proxy.gateway.errors import ProxyError
 from proxy.stats.report import build_report
 from proxy.stats.summary import WINDOWS
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.backend.client import OpenAIBackend
-from proxy.errors import ProxyError
+from proxy.gateway.errors import ProxyError
 
 
 def add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> dict[str, int]:

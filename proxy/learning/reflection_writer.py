@@ -30,8 +30,8 @@ from memory_store.base import MemoryStore
 from memory_store.episode import Episode
 from memory_store.reflections import Reflection, ReflectionKind, ReflectionStore
 from proxy.backend.client import OpenAIBackend
-from proxy.lessons import clean_lesson, failed, multi_case_messages, reflect_messages, update_messages
-from proxy.memory_modes import MemoryModes
+from proxy.learning.lessons import clean_lesson, failed, multi_case_messages, reflect_messages, update_messages
+from proxy.learning.memory_modes import MemoryModes
 
 log = logging.getLogger(__name__)
 
