@@ -101,7 +101,7 @@ class ProxyThread:
     def settle(self, timeout_s: float = 600.0) -> float:
         """Wait for background work (episodes, verification, lessons); the seconds it took."""
         started = time.perf_counter()
-        while any(not t.done() for t in list(self.container.tasks)):
+        while self.container.background.pending:
             if time.perf_counter() - started > timeout_s:
                 print("warning: background work still running", file=sys.stderr)
                 break

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from budget.guard import same_question
 from memory_store.episode import Episode, Neighbour
@@ -23,6 +23,8 @@ Tier = Literal["reuse", "guided", "cold"]
 
 
 class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     reuse_similarity: float = Field(0.85, ge=0.0, le=1.0)
     # Calibrated on GSM-Symbolic with MiniLM (docs/BENCHMARKS.md): S3 pairs score 0.49-0.93 with
     # median 0.84, different-template (S4) pairs 0.43-0.70; below this floor nothing is injected.
@@ -42,14 +44,20 @@ class PolicyConfig(BaseModel):
 
 
 class RequestFacts(BaseModel):
-    """What the policy needs to know about the request, independent of the HTTP shape."""
+    """What the policy needs to know about the request, independent of the HTTP shape.
 
-    question: str
-    context_fingerprint: str
-    has_tools: bool
-    reuse_allowed: bool
-    client_max_tokens: int | None
+    `memory_usable` is False when memory is off for the request or recall failed (fail open);
+    `episodes_allowed` is False when the request's memory mode does not use the episodic tiers.
+    """
+
+    question: str = ""
+    context_fingerprint: str = ""
+    has_tools: bool = False
+    reuse_allowed: bool = False
+    client_max_tokens: int | None = None
     client_n: int = 1
+    memory_usable: bool = True
+    episodes_allowed: bool = True
 
 
 class Decision(BaseModel):
@@ -74,8 +82,13 @@ class BudgetPolicy:
         self.config = config
 
     def decide(self, facts: RequestFacts, neighbours: list[Neighbour]) -> Decision:
+        """The one place a request's tier is chosen."""
+        if not facts.memory_usable:
+            return self._cold(facts, 0.0)
         usable = [n for n in neighbours if n.episode.usable]
         best = usable[0].similarity if usable else 0.0
+        if not facts.episodes_allowed:
+            return self._cold(facts, best)
         source = self._reuse_source(facts, usable)
         if source is not None:
             return Decision(
@@ -89,7 +102,7 @@ class BudgetPolicy:
         close = [n for n in usable if n.similarity >= self.config.guided_similarity]
         close = close[: self.config.max_exemplars]
         if not close or self.config.max_exemplars == 0:
-            return Decision(tier="cold", similarity=best, max_tokens=facts.client_max_tokens, n=facts.client_n)
+            return self._cold(facts, best)
         exemplars = [n.episode for n in close]
         needed = max(e.usage.completion_tokens for e in exemplars)
         budget = max(
@@ -106,6 +119,10 @@ class BudgetPolicy:
             estimated_cold_tokens=round(sum(e.baseline_completion_tokens for e in exemplars) / len(exemplars)),
             estimated_cold_seconds=sum(e.baseline_seconds for e in exemplars) / len(exemplars),
         )
+
+    @staticmethod
+    def _cold(facts: RequestFacts, similarity: float) -> Decision:
+        return Decision(tier="cold", similarity=similarity, max_tokens=facts.client_max_tokens, n=facts.client_n)
 
     def _reuse_source(self, facts: RequestFacts, neighbours: list[Neighbour]) -> Neighbour | None:
         if not facts.reuse_allowed or facts.client_n != 1:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from memory_store.base import AsyncMemoryMethods
 from memory_store.episode import Episode, Neighbour
 from memory_store.limits import LimitCounters, MemoryLimits, expired, usefulness
 from memory_store.sqlite_db import open_sqlite
@@ -30,11 +31,15 @@ CREATE INDEX IF NOT EXISTS episodes_tenant ON episodes (tenant, last_used_at);
 """
 
 
-class LocalMemory:
+class LocalMemory(AsyncMemoryMethods):
     """Durable single-process memory. A restart rebuilds the FAISS indexes from SQLite.
 
     `limits` bounds it: per-tenant capacity (least useful evicted on write) and a TTL
     (expired episodes are never returned and are purged at most every `_expiry_interval_s`).
+
+    The episodes held in memory are private: everything handed out is a copy (as RedisMemory
+    hands out freshly parsed episodes), so a caller, on whatever thread, changes stored state
+    only through `update`, and never while another thread serialises or searches it.
     """
 
     def __init__(self, path: Path, dim: int, limits: MemoryLimits | None = None) -> None:
@@ -82,17 +87,18 @@ class LocalMemory:
         for episode_id, score in index.search(vector, k + 8):
             episode = self._episodes.get(episode_id)
             if episode is not None and episode.usable and not expired(episode.created_at, now, self.limits):
-                found.append(Neighbour(episode=episode, similarity=score))
+                found.append(Neighbour(episode=_copy(episode), similarity=score))
             if len(found) == k:
                 break
         return found
 
     def add(self, episode: Episode, vector: np.ndarray) -> Episode:
+        """Stores a copy: the caller keeps its episode (returned when new), as with RedisMemory."""
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         with self._lock:
             row = self._db.execute("SELECT id FROM episodes WHERE content_key = ?", (episode.content_key,)).fetchone()
             if row is not None:
-                return self._episodes[row[0]]
+                return _copy(self._episodes[row[0]])
             self._db.execute(
                 "INSERT INTO episodes (id, tenant, scope, content_key, body, vector, hits, last_used_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -107,7 +113,7 @@ class LocalMemory:
                     episode.last_used_at,
                 ),
             )
-            self._episodes[episode.id] = episode
+            self._episodes[episode.id] = _copy(episode)
             self._by_tenant.setdefault(episode.tenant, set()).add(episode.id)
             self._index_for((episode.tenant, episode.scope)).add(episode.id, vector)
             self._enforce_capacity(episode.tenant, keep=episode.id)
@@ -153,42 +159,56 @@ class LocalMemory:
         if index is not None:
             index.remove(episode.id)
 
-    def get(self, tenant: str, episode_id: str) -> Episode | None:
+    def _held(self, tenant: str, episode_id: str) -> Episode | None:
+        """The stored episode itself (never handed out): for changes made under the lock."""
         episode = self._episodes.get(episode_id)
         return episode if episode is not None and episode.tenant == tenant else None
 
+    def get(self, tenant: str, episode_id: str) -> Episode | None:
+        episode = self._held(tenant, episode_id)
+        return None if episode is None else _copy(episode)
+
     def record_hit(self, tenant: str, episode_id: str) -> None:
-        episode = self.get(tenant, episode_id)
-        if episode is None:
-            return
         now = time.time()
         with self._lock:
+            episode = self._held(tenant, episode_id)
+            if episode is None:
+                return
             episode.hits += 1
             episode.last_used_at = now
             self._db.execute("UPDATE episodes SET hits = hits + 1, last_used_at = ? WHERE id = ?", (now, episode_id))
 
     def update(self, episode: Episode) -> None:
+        """Store a copy of the changed episode; hits and last use stay the store's (as in Redis).
+
+        The caller's copy may be older than hits recorded since it was read: its counters would
+        undo them (SQLite keeps the counters in their own columns, so a restart would not).
+        """
         with self._lock:
-            if episode.id not in self._episodes:
+            held = self._held(episode.tenant, episode.id)
+            if held is None:
                 return
-            self._episodes[episode.id] = episode
+            self._episodes[episode.id] = episode.model_copy(
+                deep=True, update={"hits": held.hits, "last_used_at": held.last_used_at}
+            )
             self._db.execute("UPDATE episodes SET body = ? WHERE id = ?", (episode.model_dump_json(), episode.id))
 
     def delete(self, tenant: str, episode_id: str) -> bool:
         with self._lock:
-            episode = self.get(tenant, episode_id)
+            episode = self._held(tenant, episode_id)
             if episode is None:
                 return False
             self._remove_locked(episode)
             return True
 
     def list_episodes(self, tenant: str, limit: int = 100, offset: int = 0) -> list[Episode]:
+        held = (self._episodes.get(i) for i in list(self._by_tenant.get(tenant, ())))  # lock-free: may race deletes
         mine = sorted(
-            (self._episodes[i] for i in list(self._by_tenant.get(tenant, ())) if i in self._episodes),
+            (episode for episode in held if episode is not None),
             key=lambda e: e.created_at,
             reverse=True,
         )
-        return mine[offset : offset + limit]
+        return [_copy(episode) for episode in mine[offset : offset + limit]]
 
     def delete_tenant(self, tenant: str) -> int:
         with self._lock:
@@ -207,7 +227,7 @@ class LocalMemory:
         return len(self._by_tenant.get(tenant, ()))
 
     def tenants(self) -> list[str]:
-        return sorted(t for t, ids in self._by_tenant.items() if ids)
+        return sorted(t for t, ids in list(self._by_tenant.items()) if ids)
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         self.removals.register(registry)
@@ -218,3 +238,8 @@ class LocalMemory:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _copy(episode: Episode) -> Episode:
+    """A detached copy: what the store hands out, and what it keeps of what it is given."""
+    return episode.model_copy(deep=True)

@@ -1,7 +1,9 @@
 """Reflections: short lessons written by the model, one per cluster of similar questions.
 
 Kept in SQLite next to local memory (also when episodes live in Redis), searched in
-process with one FAISS index per tenant, scope and kind of lesson.
+process with one FAISS index per tenant, scope and kind of lesson. Like the memory stores,
+every method has an async twin (`a` + name) that runs it off the event loop, and the
+reflections handed out are copies.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from memory_store.blocking import run_blocking
 from memory_store.sqlite_db import open_sqlite
 from memory_store.vector_index import ScopeIndex
 
@@ -78,7 +81,12 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 
 class ReflectionStore:
-    """Durable lessons; a restart rebuilds the indexes from SQLite."""
+    """Durable lessons; a restart rebuilds the indexes from SQLite.
+
+    The reflections held are private: `put` keeps a copy and every read returns copies, so a
+    caller (the writer absorbs episodes into a cluster) changes stored state only through
+    `put`, never while another thread serialises or lists it.
+    """
 
     def __init__(self, path: Path, dim: int) -> None:
         self.path = path
@@ -111,11 +119,11 @@ class ReflectionStore:
         for reflection_id, score in index.search(np.asarray(vector, dtype=np.float32), k):
             reflection = self._items.get(reflection_id)
             if reflection is not None:
-                found.append((reflection, score))
+                found.append((_copy(reflection), score))
         return found
 
     def put(self, reflection: Reflection) -> Reflection:
-        """Insert or replace (text, centroid and sources may all have changed)."""
+        """Insert or replace (text, centroid and sources may all have changed); returns the argument."""
         vector = np.asarray(reflection.vector, dtype=np.float32).reshape(-1)
         if vector.shape != (self.dim,):
             raise ValueError(f"reflection vector must have {self.dim} dimensions")
@@ -136,16 +144,21 @@ class ReflectionStore:
             index = self._index(reflection)
             index.remove(reflection.id)
             index.add(reflection.id, vector)
-            self._items[reflection.id] = reflection
+            self._items[reflection.id] = _copy(reflection)
             return reflection
 
-    def get(self, tenant: str, reflection_id: str) -> Reflection | None:
+    def _held(self, tenant: str, reflection_id: str) -> Reflection | None:
+        """The stored reflection itself (never handed out)."""
         reflection = self._items.get(reflection_id)
         return reflection if reflection is not None and reflection.tenant == tenant else None
 
+    def get(self, tenant: str, reflection_id: str) -> Reflection | None:
+        reflection = self._held(tenant, reflection_id)
+        return None if reflection is None else _copy(reflection)
+
     def delete(self, tenant: str, reflection_id: str) -> bool:
         with self._lock:
-            reflection = self.get(tenant, reflection_id)
+            reflection = self._held(tenant, reflection_id)
             if reflection is None:
                 return False
             self._db.execute("DELETE FROM reflections WHERE id = ?", (reflection_id,))
@@ -160,17 +173,17 @@ class ReflectionStore:
     ) -> list[Reflection]:
         """Newest first; `lessons_only` leaves out clusters that have no lesson yet."""
         mine = sorted(
-            (r for r in self._items.values() if r.tenant == tenant and (kind is None or r.kind == kind)),
+            (r for r in self._snapshot() if r.tenant == tenant and (kind is None or r.kind == kind)),
             key=lambda r: r.updated_at,
             reverse=True,
         )
         if lessons_only:
             mine = [r for r in mine if r.text]
-        return mine[offset : offset + limit]
+        return [_copy(r) for r in mine[offset : offset + limit]]
 
     def delete_tenant(self, tenant: str) -> int:
         with self._lock:
-            doomed = [r.id for r in self._items.values() if r.tenant == tenant]
+            doomed = [r.id for r in self._snapshot() if r.tenant == tenant]
             self._db.execute("DELETE FROM reflections WHERE tenant = ?", (tenant,))
             for reflection_id in doomed:
                 del self._items[reflection_id]
@@ -180,12 +193,57 @@ class ReflectionStore:
 
     def count(self, tenant: str | None = None, lessons_only: bool = True) -> int:
         return sum(
-            1 for r in self._items.values() if (tenant is None or r.tenant == tenant) and (r.text or not lessons_only)
+            1 for r in self._snapshot() if (tenant is None or r.tenant == tenant) and (r.text or not lessons_only)
         )
 
     def tenants(self) -> list[str]:
-        return sorted({r.tenant for r in self._items.values()})
+        return sorted({r.tenant for r in self._snapshot()})
+
+    def _snapshot(self) -> list[Reflection]:
+        """The held reflections as a list: scans run while other threads put and delete
+        (list() copies the dict in one step; iterating it live could fail mid-way)."""
+        return list(self._items.values())
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- async twins: the same calls, run off the event loop (memory_store.blocking) ---------
+
+    async def anearest(
+        self, tenant: str, scope: str, kind: str, vector: np.ndarray, k: int = 1
+    ) -> list[tuple[Reflection, float]]:
+        return await run_blocking(self.nearest, tenant, scope, kind, vector, k)
+
+    async def aput(self, reflection: Reflection) -> Reflection:
+        return await run_blocking(self.put, reflection)
+
+    async def aget(self, tenant: str, reflection_id: str) -> Reflection | None:
+        return await run_blocking(self.get, tenant, reflection_id)
+
+    async def adelete(self, tenant: str, reflection_id: str) -> bool:
+        return await run_blocking(self.delete, tenant, reflection_id)
+
+    async def alist_reflections(
+        self, tenant: str, limit: int = 100, offset: int = 0, kind: str | None = None, lessons_only: bool = True
+    ) -> list[Reflection]:
+        return await run_blocking(self.list_reflections, tenant, limit, offset, kind, lessons_only)
+
+    async def adelete_tenant(self, tenant: str) -> int:
+        return await run_blocking(self.delete_tenant, tenant)
+
+    async def acount(self, tenant: str | None = None, lessons_only: bool = True) -> int:
+        return await run_blocking(self.count, tenant, lessons_only)
+
+    async def atenants(self) -> list[str]:
+        return await run_blocking(self.tenants)
+
+
+def _copy(reflection: Reflection) -> Reflection:
+    """A detached copy: its lists (centroid, sources) are new, the rest is immutable.
+
+    Not model_copy(deep=True): deep-copying a 384-float centroid costs ~70 us, and `nearest`
+    runs on every request of a learning mode.
+    """
+    lists = {name: list(value) for name, value in reflection.__dict__.items() if isinstance(value, list)}
+    return reflection.model_copy(update=lists)

@@ -15,20 +15,23 @@ DESCRIPTION = """OpenAI-compatible inference proxy that gets faster and cheaper 
 Point your OpenAI client's base_url at http://HOST:PORT/v1. Without --backend-url the proxy
 starts llama.cpp's server with the bundled Qwen2.5-Coder-0.5B-Instruct model on loopback.
 Settings come from defaults, then --config YAML, then SPEEDUP_* environment variables
-(SPEEDUP_PORT=8401, SPEEDUP_POLICY__REUSE_SIMILARITY=0.9), then flags."""
+(SPEEDUP_PORT=8401, SPEEDUP_POLICY__REUSE_SIMILARITY=0.9, SPEEDUP_API_KEYS='{"sk-1": "acme"}'),
+then flags; each later source overrides the earlier ones. See docs/CONFIG.md."""
 
 
 def _serve_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="run the proxy", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
     )
-    serve.add_argument("--config", type=Path, help="YAML settings file (see docs/CONFIG.md)")
+    serve.add_argument("--config", type=Path, help="YAML settings file (default: $SPEEDUP_CONFIG; see docs/CONFIG.md)")
     serve.add_argument("--backend-url", help="OpenAI-compatible backend, e.g. http://127.0.0.1:8000/v1 (vLLM)")
     serve.add_argument("--backend-api-key", help="API key the proxy sends to the backend")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8400)")
     serve.add_argument("--memory", help="'local' (default), 'local:/dir', 'redis://host:6379/0' or 'off'")
-    serve.add_argument("--data-dir", type=Path, help="where local memory lives (default: user data dir)")
+    serve.add_argument(
+        "--data-dir", type=Path, help="where local memory, learning and stats files live (default: user data dir)"
+    )
     serve.add_argument("--admin-key", help="key for admin endpoints and the dashboard")
     serve.add_argument("--log-level", help="debug, info, warning, error")
 
@@ -68,10 +71,18 @@ def serve(settings: Settings) -> None:
     app = create_app(container)
     log.info("serving on http://%s:%d/v1 -> %s", settings.host, settings.port, container.backend.base_url)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+        # On SIGTERM uvicorn stops accepting and lets in-flight requests finish (bounded); then the
+        # app's lifespan drains background work and closes the container, embedded backend last.
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=settings.lifecycle.requests_timeout_s,
+        )
     finally:
-        if container.embedded_server is not None:
-            container.embedded_server.stop()
+        container.close_stores()  # a no-op when the lifespan closed it
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,84 +1,125 @@
-"""The app container: every long-lived part of a running proxy, built once and closed once."""
+"""The composition root: builds every long-lived part of a running proxy once, and closes them once.
+
+Only the app factory (proxy/app.py), the CLI and tests import this module; every other part is
+handed the narrow pieces it uses.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from budget.policy import BudgetPolicy
 from memory_store.base import MemoryStore
 from memory_store.embedding.embedder import BatchingEmbedder, MiniLMEncoder, TextEncoder
 from memory_store.local_store import LocalMemory
+from memory_store.reflections import ReflectionStore
+from proxy.admin.service import AdminMemory
 from proxy.backend.client import OpenAIBackend
 from proxy.config import Settings
+from proxy.gateway.auth import Authenticator
+from proxy.learning.costs import LearningCosts, LearningCounters
+from proxy.learning.feedback import FeedbackService
+from proxy.learning.reflection_writer import ReflectionWriter
+from proxy.learning.response_log import ResponseLog
 from proxy.learning.service import Learning
+from proxy.learning.verifier import Verifier
 from proxy.metrics import ProxyMetrics
-from proxy.serving.accounting import RequestObserver
+from proxy.serving.accounting import RequestLedger, RequestObserver
+from proxy.serving.background import BackgroundWork
+from proxy.serving.pipeline import ChatPipeline, MemoryParts
+from proxy.serving.remember import EpisodeWriter
 from proxy.stats.factory import open_stats_store
 from proxy.stats.recorder import StatsRecorder
+from proxy.stats.routes import StatsSources
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LearningParts:
+    learning: Learning
+    feedback: FeedbackService
+    admin: AdminMemory
+    reflections: ReflectionStore
+    responses: ResponseLog
 
 
 @dataclass
 class AppContainer:
     settings: Settings
     backend: OpenAIBackend
-    policy: BudgetPolicy
     metrics: ProxyMetrics
+    background: BackgroundWork
+    authenticator: Authenticator
+    stats: StatsRecorder
+    pipeline: ChatPipeline
+    stats_sources: StatsSources
     memory: MemoryStore | None = None
     embedder: BatchingEmbedder | None = None
+    learned: LearningParts | None = None
     embedded_server: Any = None
+    # Told of every finished request, every rating (tenant, tier, rating) and every lesson's or judge's cost.
     observers: list[RequestObserver] = field(default_factory=list)
-    stats: StatsRecorder | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    learning: Learning | None = None  # reflections, response log, verifier, feedback; None when memory is off
-    # Hooks for stats: feedback as (tenant, tier, rating); reflection costs as ReflectionCost.
     feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
     reflection_listeners: list[Callable[[Any], None]] = field(default_factory=list)
+    _closed: bool = False
 
-    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run work off the request path, keeping a reference so it is neither lost nor orphaned."""
-        task = asyncio.create_task(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    async def drain(self, timeout_s: float = 30.0) -> None:
-        """Wait for background work (episode writes) to finish."""
-        pending = [t for t in self.tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout_s)
+    @property
+    def learning(self) -> Learning | None:
+        return self.learned.learning if self.learned is not None else None
 
     async def aclose(self) -> None:
-        await self.drain(5.0)
-        await self.backend.aclose()
-        if self.stats is not None:
-            self.stats.close()
-        if self.embedder is not None:
-            self.embedder.close()
-        if self.learning is not None:
-            self.learning.close()
+        """Drain background work (bounded), then close stores and clients, then stop the embedded backend."""
+        if self._closed:
+            return
+        log.info("shutdown: draining %d background tasks", self.background.pending)
+        await self.background.drain(self.settings.lifecycle.background_timeout_s)
+        try:
+            await self.backend.aclose()
+        except Exception as error:  # noqa: BLE001 - the stores must still be closed
+            log.warning("closing the backend client failed: %s", error)
+        self.close_stores()
+
+    def close_stores(self) -> None:
+        """Blocking part of the shutdown; what a store still buffers (figures, hit counts, spool) goes out here."""
+        if self._closed:
+            return
+        self._closed = True
+        for name, close in self._closers():
+            try:
+                close()
+            except Exception as error:  # noqa: BLE001 - close every part even when one fails
+                log.warning("closing %s failed: %s", name, error)
+
+    def _closers(self) -> list[tuple[str, Callable[[], Any]]]:
+        closers: list[tuple[str, Callable[[], Any]]] = [("stats", self.stats.close)]
+        if self.learned is not None:
+            closers += [("reflections", self.learned.reflections.close), ("responses", self.learned.responses.close)]
         if self.memory is not None:
-            self.memory.close()
+            closers.append(("memory", self.memory.close))
+        if self.embedder is not None:
+            closers.append(("embedder", self.embedder.close))
         if self.embedded_server is not None:
-            self.embedded_server.stop()
+            closers.append(("embedded backend", self.embedded_server.stop))
+        return closers
 
 
 def open_memory(settings: Settings, dim: int) -> MemoryStore | None:
     spec = settings.memory
-    if spec == "off":
+    if spec.kind == "off":
         return None
-    if spec.startswith(("redis://", "rediss://", "unix://")):
+    if spec.kind == "redis":
         from memory_store.redis.store import RedisMemory
 
         return RedisMemory.from_settings(settings, dim)
-    directory = Path(spec[len("local:") :]) if spec.startswith("local:") else settings.data_dir
-    return LocalMemory(directory / "episodes.sqlite3", dim, limits=settings.limits)
+    return LocalMemory(settings.memory_dir / "episodes.sqlite3", dim, limits=settings.limits)
 
 
 def start_embedded_backend(settings: Settings) -> tuple[Any, str]:
@@ -116,6 +157,49 @@ def load_encoder(settings: Settings) -> TextEncoder:
     return MiniLMEncoder(threads=settings.embedder_threads)
 
 
+def build_learning(
+    settings: Settings,
+    *,
+    memory: MemoryStore,
+    embedder: BatchingEmbedder,
+    backend: OpenAIBackend,
+    metrics: ProxyMetrics,
+    background: BackgroundWork,
+    feedback_listeners: list[Callable[[str, str, str], None]],
+    reflection_listeners: list[Callable[[Any], None]],
+) -> LearningParts:
+    """Reflections and the response log live with local memory, or in data_dir for Redis."""
+    modes = settings.memory_modes
+    reflections = ReflectionStore(settings.memory_dir / "reflections.sqlite3", embedder.dim)
+    responses = ResponseLog(settings.memory_dir / "responses.sqlite3", modes.response_log_size)
+    counters = LearningCounters(metrics.registry)
+    costs = LearningCosts(counters, reflection_listeners)
+    learning = Learning(
+        memory=memory,
+        embedder=embedder,
+        modes=modes,
+        reflections=reflections,
+        responses=responses,
+        verifier=Verifier(modes.verifier, backend),
+        writer=ReflectionWriter(backend, memory, reflections, modes, costs.lesson_spent),
+        costs=costs,
+        counters=counters,
+        background=background,
+        lesson_floor=settings.policy.guided_similarity,
+    )
+    feedback = FeedbackService(
+        memory=memory,
+        responses=responses,
+        learning=learning,
+        embedder=embedder,
+        metrics=metrics,
+        counters=counters,
+        listeners=feedback_listeners,
+    )
+    admin = AdminMemory(memory, reflections, responses, embedder, costs)
+    return LearningParts(learning, feedback, admin, reflections, responses)
+
+
 def build_container(settings: Settings, encoder: TextEncoder | None = None) -> AppContainer:
     """Everything the proxy needs; starts the embedded llama.cpp server when no backend URL is set."""
     embedded_server = None
@@ -125,43 +209,97 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
         embedded_server, backend_url = start_embedded_backend(settings)
         supports_n = False  # llama.cpp's server rejects n>1
     try:
-        metrics = ProxyMetrics()
-        memory = None
-        embedder = None
-        if settings.memory != "off":
-            embedder = BatchingEmbedder(encoder or load_encoder(settings))
-            memory = open_memory(settings, embedder.dim)
-            if memory is not None:
-                store = memory
-                metrics.watch_episodes(lambda: {t: store.count(t) for t in store.tenants()})
-                if hasattr(store, "register_metrics"):  # limits, and for Redis: degraded state, spool depth
-                    store.register_metrics(metrics.registry)
-        backend = OpenAIBackend(
-            backend_url,
-            api_key=settings.backend_api_key,
-            timeout_s=settings.backend_timeout_s,
-            connect_timeout_s=settings.backend_connect_timeout_s,
-            supports_n=supports_n,
-        )
-        stats = StatsRecorder(open_stats_store(settings), settings.pricing)
+        return _assemble(settings, backend_url, supports_n, embedded_server, encoder)
     except Exception:
         if embedded_server is not None:
             embedded_server.stop()
         raise
-    container = AppContainer(
-        settings=settings,
+
+
+def _assemble(
+    settings: Settings, backend_url: str, supports_n: bool | None, embedded_server: Any, encoder: TextEncoder | None
+) -> AppContainer:
+    metrics = ProxyMetrics()
+    background = BackgroundWork()
+    backend = OpenAIBackend(
+        backend_url,
+        api_key=settings.backend_api_key,
+        timeout_s=settings.backend_timeout_s,
+        connect_timeout_s=settings.backend_connect_timeout_s,
+        supports_n=supports_n,
+    )
+    memory, embedder = _open_memory_parts(settings, metrics, encoder)
+    stats = StatsRecorder(open_stats_store(settings), settings.pricing)
+    observers: list[RequestObserver] = [stats]
+    feedback_listeners: list[Callable[[str, str, str], None]] = [stats.record_rating]
+    reflection_listeners: list[Callable[[Any], None]] = [stats.reflection_spent]
+    learned = memory_parts = None
+    if memory is not None and embedder is not None:
+        learned = build_learning(
+            settings,
+            memory=memory,
+            embedder=embedder,
+            backend=backend,
+            metrics=metrics,
+            background=background,
+            feedback_listeners=feedback_listeners,
+            reflection_listeners=reflection_listeners,
+        )
+        memory_parts = _memory_parts(settings, memory, embedder, metrics, background)
+    pipeline = ChatPipeline(
         backend=backend,
         policy=BudgetPolicy(settings.policy),
+        ledger=RequestLedger(metrics, observers),
         metrics=metrics,
+        background=background,
+        memory=memory_parts,
+        learning=learned.learning if learned is not None else None,
+    )
+    return AppContainer(
+        settings=settings,
+        backend=backend,
+        metrics=metrics,
+        background=background,
+        authenticator=Authenticator(settings.api_keys, settings.admin_key),
+        stats=stats,
+        pipeline=pipeline,
+        stats_sources=StatsSources(stats, memory, settings.pricing),
         memory=memory,
         embedder=embedder,
+        learned=learned,
         embedded_server=embedded_server,
-        stats=stats,
+        observers=observers,
+        feedback_listeners=feedback_listeners,
+        reflection_listeners=reflection_listeners,
     )
-    container.observers.append(stats)
-    container.feedback_listeners.append(stats.record_rating)
-    container.reflection_listeners.append(stats.reflection_spent)
+
+
+def _memory_parts(
+    settings: Settings,
+    memory: MemoryStore,
+    embedder: BatchingEmbedder,
+    metrics: ProxyMetrics,
+    background: BackgroundWork,
+) -> MemoryParts:
+    return MemoryParts(
+        embedder=embedder,
+        store=memory,
+        writer=EpisodeWriter(memory, metrics, background),
+        recall_k=max(8, settings.policy.max_exemplars),
+        deadline_s=settings.memory_deadline_ms / 1000,
+    )
+
+
+def _open_memory_parts(
+    settings: Settings, metrics: ProxyMetrics, encoder: TextEncoder | None
+) -> tuple[MemoryStore | None, BatchingEmbedder | None]:
+    if not settings.memory.enabled:
+        return None, None
+    embedder = BatchingEmbedder(encoder or load_encoder(settings))
+    memory = open_memory(settings, embedder.dim)
     if memory is not None:
-        container.learning = Learning.open(container)
-        container.observers.append(container.learning)
-    return container
+        store = memory
+        metrics.watch_episodes(lambda: {t: store.count(t) for t in store.tenants()})
+        if hasattr(store, "register_metrics"):  # limits, and for Redis: degraded state, spool depth
+            store.register_metrics(metrics.registry)
+    return memory, embedder

@@ -30,11 +30,11 @@ def free_port() -> int:
 class ServerThread:
     """A uvicorn server for an ASGI app, in a thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, lifespan: str = "off") -> None:
         self.port = port or free_port()
         self.app = app
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan)
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -65,21 +65,17 @@ class RunningProxy:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0)
 
     def settle(self, timeout_s: float = 30.0) -> None:
-        """Wait until background episode writes are done."""
+        """Wait until background work (episode writes, verification, lessons) is done."""
         deadline = time.time() + timeout_s
-        while any(not t.done() for t in list(self.container.tasks)):
+        while self.container.background.pending:
             if time.time() > deadline:
                 raise TimeoutError("background tasks did not finish")
             time.sleep(0.02)
 
     def stop(self) -> None:
+        """Stops the server; its lifespan drains background work and closes the container."""
         self.server.stop()
-        if self.container.stats is not None:
-            self.container.stats.close()
-        if self.container.memory is not None:
-            self.container.memory.close()
-        if self.container.embedder is not None:
-            self.container.embedder.close()
+        self.container.close_stores()  # in case the lifespan did not get to run
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +122,7 @@ def start_proxy(proxy_encoder: TextEncoder, tmp_path: Path) -> Iterator[ProxyFac
         }
         settings = load_settings(flags=flags, environ={})
         container = build_container(settings, encoder=encoder_override or proxy_encoder)
-        server = ServerThread(create_app(container)).start()
+        server = ServerThread(create_app(container), lifespan="on").start()
         proxy = RunningProxy(url=f"http://127.0.0.1:{server.port}", container=container, server=server)
         running.append(proxy)
         return proxy

@@ -182,6 +182,7 @@ def test_guided_cut_off_escalates_once_to_client_budget(start_proxy: ProxyFactor
         proxy.settle()
         [episode] = proxy.container.memory.list_episodes("local")
         episode.usage.completion_tokens = 10  # pretend the episode was short: the guided budget is 64
+        proxy.container.memory.update(episode)  # stores hand out copies: a change goes through update
         stub.app.state.bodies.clear()
         raw = chat(proxy, "Describe the return policy for boots.", temperature=0.5, max_tokens=500)
         assert raw.headers["x-speedup-tier"] == "guided"

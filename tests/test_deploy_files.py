@@ -69,7 +69,7 @@ def test_every_replica_flag_exists_in_the_cli_and_the_settings_load(services: di
         env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
         settings = load_settings(ROOT / config_source, {**flags, "data_dir": args.data_dir}, environ=env)
         assert settings.host == "0.0.0.0" and settings.api_keys, name  # non-loopback needs keys
-        assert settings.memory.startswith("redis://")
+        assert settings.memory.kind == "redis"
         assert settings.redis.replica_id == name
 
 

@@ -177,3 +177,36 @@ def test_bad_and_verifier_failed_episodes_are_never_found_for_reuse_or_exemplars
     plain = episode("unchecked")
     found = {n.episode.id for n in memory.search("t", "s", vector, 10)}
     assert found == {good.id, gold.id, plain.id}
+
+
+def stream(proxy: RunningProxy, question: str) -> tuple[str, str]:
+    """A streamed answer read to the end: (tier, response id)."""
+    with proxy.client().chat.completions.with_streaming_response.create(
+        model="qwen",
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=48,
+        stream=True,
+    ) as response:
+        tier = response.headers["x-speedup-tier"]
+        ids = {chunk.id for chunk in response.parse() if chunk.id}
+    [response_id] = ids
+    return tier, response_id
+
+
+def test_a_rating_of_a_streamed_answer_reaches_its_episode(start_proxy: ProxyFactory, llama_url: str) -> None:
+    proxy = start_proxy(llama_url)
+    cold_tier, cold_id = stream(proxy, "Ann has 4 pens and buys 5 more. How many pens does Ann have now?")
+    assert cold_tier == "cold"
+    # Rated the moment the stream ends, while the episode may still be linking up in the background.
+    assert feedback(proxy, cold_id, "good").status_code == 200
+    proxy.settle()
+    guided_tier, guided_id = stream(proxy, "Tom has 7 pens and buys 2 more. How many pens does Tom have now?")
+    assert guided_tier == "guided"
+    assert feedback(proxy, guided_id, "bad").status_code == 200
+    proxy.settle()
+    responses, memory = proxy.container.learning.responses, proxy.container.memory
+    for response_id, rating in ((cold_id, "good"), (guided_id, "bad")):
+        entry = responses.get("local", response_id)
+        assert entry is not None and entry.rating == rating and entry.episode_id is not None
+        assert memory.get("local", entry.episode_id).rating == rating

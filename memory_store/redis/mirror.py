@@ -93,19 +93,26 @@ class Mirror:
                 self._index_for(tenant, scope).add_many(ids if whole else [ids[r] for r in rows], matrix)
 
     def update_body(self, episode: Episode) -> bool:
+        """Take the episode's new body (hits and last use stay the entry's); False if not held here.
+
+        An episode naming another tenant than the entry changes nothing: Redis ignores it too
+        (its key is per tenant), and the mirror must not show what Redis does not hold.
+        """
         with self._lock:
             held = self._entries.get(episode.id)
-            if held is None:
+            if held is None or held.tenant != episode.tenant:
                 return False
             held.body = episode.model_dump_json().encode()
             held.usable = episode.usable
             return True
 
     def note_hit(self, episode_id: str, now: float) -> None:
-        held = self._entries.get(episode_id)
-        if held is not None:
-            held.hits += 1
-            held.last_used_at = now
+        """Under the lock: `put` (the feed thread) does read-max-write on the same counters."""
+        with self._lock:
+            held = self._entries.get(episode_id)
+            if held is not None:
+                held.hits += 1
+                held.last_used_at = now
 
     def remove(self, episode_id: str) -> MirrorEntry | None:
         with self._lock:

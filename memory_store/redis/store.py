@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from memory_store.base import AsyncMemoryMethods
 from memory_store.episode import Episode, Neighbour
 from memory_store.limits import LimitCounters, MemoryLimits, usefulness
 from memory_store.redis.config import RedisOptions
@@ -47,7 +48,14 @@ _DROP_CHUNK = 500
 _EXPIRE_BATCH = 500
 
 
-class RedisMemory:
+class RedisMemory(AsyncMemoryMethods):
+    """One replica's view of the shared memory (see the module docstring).
+
+    Episodes handed out are always freshly parsed (from the mirror's JSON or from Redis), and
+    what `add` and `update` are given is serialised at once: changing an episode changes
+    nothing stored until it is passed to `update`, as with LocalMemory.
+    """
+
     def __init__(
         self,
         url: str,
@@ -110,7 +118,7 @@ class RedisMemory:
     @classmethod
     def from_settings(cls, settings: Any, dim: int) -> RedisMemory:
         return cls(
-            settings.memory,
+            settings.memory.url,
             dim,
             Path(settings.data_dir),
             limits=getattr(settings, "limits", None),
@@ -253,8 +261,20 @@ class RedisMemory:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        self._flush_before_close()
         self._fast.close()
         self._slow.close()
+
+    def _flush_before_close(self) -> None:
+        """Write what the sync thread would have written next: spooled episodes and buffered hit counts.
+        With Redis down they stay where they are (the spool is on disk); the next start replays them."""
+        try:
+            if self.spool.depth:
+                self.spool.flush(self._replay)
+            if self._pending_hits:
+                self._flush_hits()
+        except _REDIS_FAULTS as error:
+            log.warning("redis memory closed with unsent writes (spool %d): %s", self.spool.depth, error)
 
     def _direct(self) -> bool:
         """Write straight to Redis: it is up and nothing older waits in the spool."""

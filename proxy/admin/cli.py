@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.admin.client import AdminClient, AdminError
-from proxy.config import LOCAL_TENANT, Settings
+from proxy.config import Settings
+from proxy.gateway.auth import LOCAL_TENANT
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:

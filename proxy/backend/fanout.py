@@ -1,4 +1,5 @@
-"""n>1 for backends that only make one choice per call (llama.cpp): the proxy fans out and merges."""
+"""n choices from any backend: passed through where the backend makes n per call (vLLM), fanned out
+and merged where it makes one (llama.cpp); whether it can is probed once and remembered."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.backend.client import OpenAIBackend
+from proxy.backend.stream import decode_events, prepend
 from proxy.gateway.errors import ProxyError
 
 
@@ -81,3 +83,32 @@ async def stream_fanout(backend: OpenAIBackend, body: dict[str, Any], n: int) ->
     finally:
         for task in pumps:
             task.cancel()
+
+
+async def complete_choices(backend: OpenAIBackend, body: dict[str, Any], n: int) -> tuple[dict[str, Any], float]:
+    """One completion with n choices, and the seconds spent waiting on the backend."""
+    if n > 1 and backend.supports_n is False:
+        return await complete_fanout(backend, body, n)
+    send = {**body, "n": n} if (n > 1 or "n" in body) else body
+    try:
+        payload, seconds = await backend.complete(send)
+    except ProxyError as error:
+        if n > 1 and backend.supports_n is None and error.status == 400:
+            backend.supports_n = False
+            return await complete_fanout(backend, body, n)
+        raise
+    if n > 1:
+        backend.supports_n = True
+    return payload, seconds
+
+
+async def stream_choices(backend: OpenAIBackend, upstream: dict[str, Any], n: int) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of a stream with n choices. Opened before returning, so that a backend
+    error is raised here, while the client can still get a proper error response."""
+    if n > 1 and backend.supports_n is False:
+        chunks = stream_fanout(backend, upstream, n)
+        first = await anext(chunks)
+        return prepend(first, chunks)
+    if n > 1 or "n" in upstream:
+        upstream = {**upstream, "n": n}
+    return decode_events(await backend.open_stream(upstream))

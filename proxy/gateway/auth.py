@@ -6,8 +6,9 @@ import hmac
 
 from fastapi import Request
 
-from proxy.config import LOCAL_TENANT, Settings
 from proxy.gateway.errors import ProxyError
+
+LOCAL_TENANT = "local"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -18,25 +19,35 @@ def bearer_token(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def tenant_for(request: Request, settings: Settings) -> str:
-    """The tenant of the caller; without configured keys everyone is the one local tenant."""
-    if not settings.api_keys:
-        return LOCAL_TENANT
-    token = bearer_token(request)
-    if token is not None:
-        for key, tenant in settings.api_keys.items():
-            if hmac.compare_digest(key.encode(), token.encode()):
+def _same(secret: str, token: str | None) -> bool:
+    return token is not None and hmac.compare_digest(secret.encode(), token.encode())
+
+
+class Authenticator:
+    """Who is calling: a tenant by its API key, and whether the caller holds the admin key."""
+
+    def __init__(self, api_keys: dict[str, str], admin_key: str | None) -> None:
+        self.api_keys = dict(api_keys)
+        self.admin_key = admin_key
+
+    def tenant_for(self, request: Request) -> str:
+        """The tenant of the caller; without configured keys everyone is the one local tenant."""
+        if not self.api_keys:
+            return LOCAL_TENANT
+        token = bearer_token(request)
+        for key, tenant in self.api_keys.items():
+            if _same(key, token):
                 return tenant
-    raise ProxyError(401, "Incorrect API key provided.", code="invalid_api_key")
+        raise ProxyError(401, "Incorrect API key provided.", code="invalid_api_key")
 
+    def is_admin(self, request: Request) -> bool:
+        if self.admin_key is None:
+            return not self.api_keys  # an unauthenticated loopback proxy is administered locally
+        return _same(self.admin_key, bearer_token(request))
 
-def is_admin(request: Request, settings: Settings) -> bool:
-    token = bearer_token(request)
-    if settings.admin_key is None:
-        return not settings.api_keys  # an unauthenticated loopback proxy is administered locally
-    return token is not None and hmac.compare_digest(settings.admin_key.encode(), token.encode())
+    def admin_key_matches(self, key: str | None) -> bool:
+        return self.admin_key is not None and _same(self.admin_key, key)
 
-
-def require_admin(request: Request, settings: Settings) -> None:
-    if not is_admin(request, settings):
-        raise ProxyError(401 if bearer_token(request) is None else 403, "admin key required", code="admin_only")
+    def require_admin(self, request: Request) -> None:
+        if not self.is_admin(request):
+            raise ProxyError(401 if bearer_token(request) is None else 403, "admin key required", code="admin_only")

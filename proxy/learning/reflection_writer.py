@@ -89,7 +89,7 @@ class ReflectionWriter:
         """
         lock = self._locks.setdefault((episode.tenant, episode.scope, kind), asyncio.Lock())
         async with lock:  # one writer per tenant, scope and kind: concurrent episodes cannot split a cluster
-            cluster, joined = self._join(kind, episode, vector)
+            cluster, joined = await self._join(kind, episode, vector)
             prompt = await self._prompt(kind, cluster, episode, joined, event)
             draft = None
             if prompt is not None:
@@ -99,7 +99,7 @@ class ReflectionWriter:
                     log.warning("lesson (%s) not written: %s", kind, error)
             if draft is None:
                 if joined:
-                    self.store.put(cluster)  # membership changed; the lesson did not
+                    await self.store.aput(cluster)  # membership changed; the lesson did not
                 return None
             cluster.cost_tokens += draft.prompt_tokens + draft.completion_tokens
             if draft.text:
@@ -109,15 +109,15 @@ class ReflectionWriter:
                 cluster.updated_at = time.time()
             else:
                 log.info("no usable lesson (%s) in %r", kind, draft.raw[:300])
-            stored = self.store.put(cluster)
+            stored = await self.store.aput(cluster)
             self._spent(episode.tenant, kind, draft, stored.id)
             return stored if draft.text else None
 
     # -- clusters ----------------------------------------------------------------------------
 
-    def _join(self, kind: ReflectionKind, episode: Episode, vector: np.ndarray) -> tuple[Reflection, bool]:
+    async def _join(self, kind: ReflectionKind, episode: Episode, vector: np.ndarray) -> tuple[Reflection, bool]:
         """A working copy of the episode's cluster (new if none is close enough); True if it joined now."""
-        for found, similarity in self.store.nearest(episode.tenant, episode.scope, kind, vector, 1):
+        for found, similarity in await self.store.anearest(episode.tenant, episode.scope, kind, vector, 1):
             if similarity >= self.config.cluster_similarity:
                 cluster = found.model_copy(deep=True)
                 if episode.id in cluster.source_episode_ids:
@@ -140,7 +140,7 @@ class ReflectionWriter:
     async def _members(self, cluster: Reflection, besides: Episode) -> list[Episode]:
         """The cluster's other episodes still in memory (bad ones too), newest first."""
         ids = [i for i in reversed(cluster.source_episode_ids) if i != besides.id][: self.config.multi_case_size * 2]
-        found = [await asyncio.to_thread(self.memory.get, cluster.tenant, i) for i in ids]
+        found = [await self.memory.aget(cluster.tenant, i) for i in ids]
         return [e for e in found if e is not None]
 
     async def _prompt(

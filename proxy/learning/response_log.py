@@ -5,6 +5,10 @@ Feedback arrives later, naming only a completion id; this log turns it back into
 the question (for corrections). Bounded: the oldest entries are pruned past `max_entries`.
 The log also notes, per scope, the model and system messages (episodes keep only a digest),
 so that exports can rebuild complete chat examples.
+
+Every public method has an async twin (`a` + name) for code on the event loop: it runs the
+SQLite call (and the prune every `_PRUNE_EVERY` writes) through memory_store.blocking, the
+executor boundary every store shares.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from memory_store.blocking import run_blocking
 from memory_store.sqlite_db import open_sqlite
 
 _SCHEMA = """
@@ -164,6 +169,38 @@ class ResponseLog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- async twins: the same calls, run off the event loop (memory_store.blocking) ---------
+
+    async def arecord(self, entry: ResponseEntry) -> None:
+        await run_blocking(self.record, entry)
+
+    async def aprune(self) -> int:
+        return await run_blocking(self.prune)
+
+    async def aget(self, tenant: str, response_id: str) -> ResponseEntry | None:
+        return await run_blocking(self.get, tenant, response_id)
+
+    async def aattach_episode(self, response_id: str, episode_id: str) -> ResponseEntry | None:
+        return await run_blocking(self.attach_episode, response_id, episode_id)
+
+    async def aset_rating(self, tenant: str, response_id: str, rating: str) -> ResponseEntry | None:
+        return await run_blocking(self.set_rating, tenant, response_id, rating)
+
+    async def adelete_tenant(self, tenant: str) -> int:
+        return await run_blocking(self.delete_tenant, tenant)
+
+    async def acount(self) -> int:
+        return await run_blocking(self.count)
+
+    async def anote_scope(self, tenant: str, scope: str, model: str | None, system: list[dict[str, Any]]) -> None:
+        """Skips the thread hop when the scope is known (every request asks; the first one writes)."""
+        if (tenant, scope) in self._known_scopes:
+            return
+        await run_blocking(self.note_scope, tenant, scope, model, system)
+
+    async def ascopes(self, tenant: str) -> dict[str, ScopeNote]:
+        return await run_blocking(self.scopes, tenant)
 
 
 def _entry(row: tuple[str, str | None, str | None]) -> ResponseEntry:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from budget.policy import Decision
 from memory_store.scope import MemoryKey
+from proxy.metrics import ProxyMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,7 +30,7 @@ class Accounting:
     response_id: str | None = None
     total_seconds: float = 0.0
     model: str = ""
-    # Memory that learns (proxy/learning/service.py): the mode used, the lesson injected, the memory coordinates.
+    # Memory that learns (proxy/learning/): the mode used, the lesson injected, the memory coordinates.
     memory_mode: str | None = None
     reflection_id: str | None = None
     memory_key: MemoryKey | None = None
@@ -80,3 +86,28 @@ class RequestObserver(Protocol):
     """Told of every finished chat request (stats, audit). Must be quick and must not raise."""
 
     def request_finished(self, account: Accounting) -> None: ...
+
+
+class RequestLedger:
+    """Books a finished request once: Prometheus metrics, then every observer (the stats)."""
+
+    def __init__(self, metrics: ProxyMetrics, observers: Sequence[RequestObserver]) -> None:
+        self.metrics = metrics
+        self.observers = observers
+
+    def finish(self, account: Accounting) -> None:
+        m = self.metrics
+        tier = account.decision.tier
+        m.requests.labels(account.tenant, tier).inc()
+        m.prompt_tokens.labels(account.tenant).inc(account.prompt_tokens)
+        m.completion_tokens.labels(account.tenant).inc(account.completion_tokens)
+        m.saved_tokens.labels(account.tenant, tier).inc(account.saved_tokens)
+        m.saved_seconds.labels(account.tenant, tier).inc(account.saved_seconds)
+        account.total_seconds = time.perf_counter() - account.started
+        m.request_latency.labels(tier).observe(account.total_seconds)
+        m.proxy_latency.labels(tier).observe(max(0.0, account.total_seconds - account.backend_seconds))
+        for observer in self.observers:
+            try:
+                observer.request_finished(account)
+            except Exception as error:  # noqa: BLE001 - accounting must never fail a request
+                log.warning("request observer failed: %s", error)

@@ -46,7 +46,7 @@ async def recall(
         metrics.memory_failures.labels("embed_error").inc()
         return Recollection(failure="embed_error")
     try:
-        neighbours = memory.search(key.tenant, key.scope, vector, k)
+        neighbours = await memory.asearch(key.tenant, key.scope, vector, k)
     except Exception as error:  # noqa: BLE001 - fail open on any memory fault
         log.warning("memory search failed, serving cold: %s", error)
         metrics.memory_failures.labels("search_error").inc()

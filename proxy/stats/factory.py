@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from proxy.config import Settings
 from proxy.stats.store import StatsStore
 
 
 def open_stats_store(settings: Settings) -> StatsStore:
-    spec = settings.memory
-    if spec.startswith(("redis://", "rediss://", "unix://")):
+    if settings.memory.kind == "redis":
         from proxy.stats.store_redis import RedisStatsStore
 
-        options = getattr(settings, "redis", None)
-        return RedisStatsStore.from_url(spec, prefix=getattr(options, "key_prefix", "speedup"))
+        assert settings.memory.url is not None  # MemorySpec guarantees it for kind 'redis'
+        return RedisStatsStore.from_url(settings.memory.url, prefix=settings.redis.key_prefix)
     from proxy.stats.store_local import LocalStatsStore
 
-    directory = Path(spec[len("local:") :]) if spec.startswith("local:") else settings.data_dir
-    return LocalStatsStore(directory / "stats.sqlite3")
+    return LocalStatsStore(settings.memory_dir / "stats.sqlite3")
