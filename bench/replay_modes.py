@@ -111,10 +111,7 @@ class ProxyThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-        c = self.container
-        for closeable in (c.learning, c.memory, c.embedder, c.stats):
-            if closeable is not None:
-                closeable.close()
+        self.container.close_stores()
 
 
 def ask(

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from budget.guard import same_question
+from budget.reuse.judge import Asked, Candidate, is_look_alike, judge
 from memory_store.episode import Episode, Neighbour
 
 Tier = Literal["reuse", "guided", "cold"]
@@ -25,7 +25,13 @@ Tier = Literal["reuse", "guided", "cold"]
 class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Where familiarity is full: the guided tier's `n` is lowered most from here up.
     reuse_similarity: float = Field(0.85, ge=0.0, le=1.0)
+    # A question that matches a stored one once wording that cannot change the answer is folded away
+    # (budget/reuse/) is reused from this similarity up; identical text needs none. On the
+    # calibration pairs of bench/data no look-alike was served at any floor (docs/REUSE.md); typos
+    # push MiniLM's similarity of true repeats down to about 0.6.
+    folded_similarity: float = Field(0.55, ge=0.0, le=1.0)
     # Calibrated on GSM-Symbolic with MiniLM (docs/BENCHMARKS.md): S3 pairs score 0.49-0.93 with
     # median 0.84, different-template (S4) pairs 0.43-0.70; below this floor nothing is injected.
     guided_similarity: float = Field(0.66, ge=0.0, le=1.0)
@@ -52,6 +58,7 @@ class RequestFacts(BaseModel):
 
     question: str = ""
     context_fingerprint: str = ""
+    context: tuple[str, ...] = ()
     has_tools: bool = False
     reuse_allowed: bool = False
     client_max_tokens: int | None = None
@@ -65,6 +72,7 @@ class Decision(BaseModel):
     similarity: float = 0.0
     reuse_source: Episode | None = None
     exemplars: list[Episode] = Field(default_factory=list)
+    look_alikes: frozenset[str] = frozenset()  # exemplars that are near-twins of another question
     max_tokens: int | None = None
     n: int = 1
     estimated_cold_tokens: int = 0
@@ -114,6 +122,7 @@ class BudgetPolicy:
             tier="guided",
             similarity=best,
             exemplars=exemplars,
+            look_alikes=frozenset(e.id for e in exemplars if is_look_alike(e.question, facts.question)),
             max_tokens=min(budget, ceiling),
             n=self._guided_n(facts.client_n, best),
             estimated_cold_tokens=round(sum(e.baseline_completion_tokens for e in exemplars) / len(exemplars)),
@@ -127,18 +136,13 @@ class BudgetPolicy:
     def _reuse_source(self, facts: RequestFacts, neighbours: list[Neighbour]) -> Neighbour | None:
         if not facts.reuse_allowed or facts.client_n != 1:
             return None
+        asked = Asked(facts.question, facts.context, facts.context_fingerprint, facts.has_tools)
         for neighbour in neighbours:
             episode = neighbour.episode
-            if neighbour.similarity < self.config.reuse_similarity:
-                break
-            if episode.context_fingerprint != facts.context_fingerprint:
-                continue
-            if facts.has_tools:
-                # With tools, only the identical conversation may be answered from memory.
-                if episode.question == facts.question:
-                    return neighbour
-                continue
-            if same_question(episode.question, facts.question):
+            candidate = Candidate(
+                episode.question, tuple(episode.context), episode.context_fingerprint, neighbour.similarity
+            )
+            if judge(candidate, asked, self.config.folded_similarity).reuse:
                 return neighbour
         return None
 

@@ -33,6 +33,7 @@ class Episode(BaseModel):
     scope: str
     question: str
     context_fingerprint: str
+    context: list[str] = Field(default_factory=list)  # the earlier turns, "role: text" (memory_store/scope.py)
     answer: str
     usage: Usage = Field(default_factory=Usage)
     baseline_completion_tokens: int = 0

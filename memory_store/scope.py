@@ -34,6 +34,10 @@ ANSWER_SHAPING_FIELDS = (
 )
 
 
+CONTEXT_TURNS = 8  # the earlier turns kept for comparing follow-ups; older ones only count in the fingerprint
+CONTEXT_TURN_CHARS = 500
+
+
 class MemoryKey(BaseModel):
     """The memory coordinates of one chat request."""
 
@@ -42,6 +46,8 @@ class MemoryKey(BaseModel):
     question: str
     context_fingerprint: str
     has_tools: bool
+    # The earlier user and assistant turns, "role: text", for deciding whether a follow-up is the same.
+    context: tuple[str, ...] = ()
 
 
 def _digest(value: Any) -> str:
@@ -81,4 +87,5 @@ def memory_key(tenant: str, body: dict[str, Any]) -> MemoryKey | None:
         question=question,
         context_fingerprint=_digest(history),
         has_tools=bool(body.get("tools") or body.get("functions")),
+        context=tuple(f"{m.get('role')}: {message_text(m)[:CONTEXT_TURN_CHARS]}" for m in history[-CONTEXT_TURNS:]),
     )

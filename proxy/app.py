@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,16 +17,28 @@ from proxy.gateway.health_routes import router as health_router
 from proxy.learning.feedback_routes import router as feedback_router
 from proxy.stats.routes import router as stats_router
 
+log = logging.getLogger("speedup-proxy")
 
-def create_app(container: AppContainer) -> FastAPI:
+
+def create_app(source: AppContainer | Callable[[], AppContainer]) -> FastAPI:
+    """The app over a built container, or over a factory that the lifespan calls at startup
+    (what `speedup-proxy serve` does: the embedded backend starts with the app, stops with it)."""
+    built = source if isinstance(source, AppContainer) else None
+
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        # Uvicorn has stopped accepting and let in-flight requests finish: now the work they left.
-        await container.aclose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = built or await asyncio.to_thread(source)  # type: ignore[operator]
+        _provide(app, container)
+        log.info("memory %s, backend %s", container.settings.memory, container.backend.base_url)
+        try:
+            yield
+        finally:
+            # Uvicorn has stopped accepting and let in-flight requests finish: now the work they left.
+            await container.aclose()
 
     app = FastAPI(title="speedup-proxy", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
-    _provide(app, container)
+    if built is not None:
+        _provide(app, built)
     install_error_handlers(app)
     for router in (chat_router, health_router, feedback_router, admin_router, stats_router):
         app.include_router(router)

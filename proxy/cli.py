@@ -67,22 +67,18 @@ def serve(settings: Settings) -> None:
     log = logging.getLogger("speedup-proxy")
     if settings.backend_url is None:
         log.info("no --backend-url: starting the embedded llama.cpp server (first run assembles the model)")
-    container = build_container(settings)
-    app = create_app(container)
-    log.info("serving on http://%s:%d/v1 -> %s", settings.host, settings.port, container.backend.base_url)
-    try:
-        # On SIGTERM uvicorn stops accepting and lets in-flight requests finish (bounded); then the
-        # app's lifespan drains background work and closes the container, embedded backend last.
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-            timeout_graceful_shutdown=settings.lifecycle.requests_timeout_s,
-        )
-    finally:
-        container.close_stores()  # a no-op when the lifespan closed it
+    app = create_app(lambda: build_container(settings))
+    log.info("serving on http://%s:%d/v1", settings.host, settings.port)
+    # On SIGTERM uvicorn stops accepting and lets in-flight requests finish (bounded); then the
+    # app's lifespan drains background work and closes the container, embedded backend last.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=settings.lifecycle.requests_timeout_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

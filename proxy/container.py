@@ -7,6 +7,7 @@ handed the narrow pieces it uses.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class AppContainer:
     feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
     reflection_listeners: list[Callable[[Any], None]] = field(default_factory=list)
     _closed: bool = False
+    _close_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def closed(self) -> bool:
@@ -89,9 +91,10 @@ class AppContainer:
 
     def close_stores(self) -> None:
         """Blocking part of the shutdown; what a store still buffers (figures, hit counts, spool) goes out here."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         for name, close in self._closers():
             try:
                 close()

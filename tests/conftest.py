@@ -17,7 +17,7 @@ import uvicorn
 
 from memory_store.embedding.embedder import MiniLMEncoder, TextEncoder
 from proxy.app import create_app
-from proxy.config import Settings, load_settings
+from proxy.config import load_settings
 from proxy.container import AppContainer, build_container, load_encoder
 
 
@@ -47,9 +47,9 @@ class ServerThread:
             time.sleep(0.01)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 15) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=timeout_s)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class RunningProxy:
 
     def stop(self) -> None:
         """Stops the server; its lifespan drains background work and closes the container."""
-        self.server.stop()
+        self.server.stop(timeout_s=self.container.settings.lifecycle.background_timeout_s + 30)
         self.container.close_stores()  # in case the lifespan did not get to run
 
 
@@ -95,7 +95,7 @@ def llama_url() -> Iterator[str]:
     """The real llama.cpp server with the default model, shared by the whole session."""
     from proxy.container import start_embedded_backend
 
-    server, url = start_embedded_backend(Settings())
+    server, url = start_embedded_backend(load_settings(environ={}))
     try:
         yield url
     finally:

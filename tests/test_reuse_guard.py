@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from budget.guard import same_question
+from budget.reuse.compare import same_question
 
 BASE = "Sophie has 5 apples and buys 3 more. How many apples does she have?"
 

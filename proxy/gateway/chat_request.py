@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.gateway.errors import ProxyError
+from proxy.gateway.errors import ProxyError, invalid
 from proxy.learning.memory_modes import MemoryMode
 
 ReuseControl = Literal["auto", "allow", "never"]
@@ -67,9 +67,7 @@ def parse_chat_request(raw: bytes, headers: dict[str, str]) -> tuple[ChatRequest
     try:
         request = ChatRequest.model_validate(body)
     except ValidationError as error:
-        first = error.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise ProxyError(400, f"invalid request: {param}: {first['msg']}", param=param) from error
+        raise invalid("request", error) from error
     reuse_header = headers.get("x-speedup-reuse")
     if reuse_header in ("allow", "never", "auto"):
         request.speedup.reuse = reuse_header  # type: ignore[assignment]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _TYPES = {
@@ -33,6 +34,13 @@ class ProxyError(Exception):
 
     def envelope(self) -> dict[str, Any]:
         return error_envelope(self.status, self.message, code=self.code, param=self.param)
+
+
+def invalid(what: str, error: ValidationError) -> ProxyError:
+    """A 400 naming the first field pydantic refused."""
+    first = error.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    return ProxyError(400, f"invalid {what}: {param}: {first['msg']}", param=param)
 
 
 def error_envelope(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:

@@ -103,6 +103,7 @@ class FeedbackService:
             scope=entry.scope,
             question=entry.question,
             context_fingerprint=entry.context_fingerprint,
+            context=entry.context,
             answer=correction.strip(),
             usage=Usage(completion_tokens=tokens, total_tokens=tokens),
             baseline_completion_tokens=original.baseline_completion_tokens if original is not None else tokens,

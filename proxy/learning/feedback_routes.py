@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from proxy.gateway.body import read_body
 from proxy.gateway.dependencies import BodyLimit, Tenant, part
-from proxy.gateway.errors import ProxyError
+from proxy.gateway.errors import ProxyError, invalid
 from proxy.learning.feedback import FeedbackRequest, FeedbackResult, FeedbackService
 
 
@@ -32,9 +32,7 @@ async def feedback(
     try:
         body = FeedbackRequest.model_validate_json(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise ProxyError(400, f"invalid feedback: {param}: {first['msg']}", param=param) from error
+        raise invalid("feedback", error) from error
     if service is None:
         raise ProxyError(404, f"no response {body.response_id!r} (memory is off)", code="response_not_found")
     return await service.apply(tenant, body)

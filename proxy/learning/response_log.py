@@ -55,6 +55,7 @@ class ResponseEntry(BaseModel):
     model: str | None = None
     scope: str
     context_fingerprint: str
+    context: list[str] = Field(default_factory=list)
     question: str
     episode_id: str | None = Field(None, description="the response's episode; for a reuse, its source episode")
     rating: str | None = None

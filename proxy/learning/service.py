@@ -119,6 +119,7 @@ class Learning:
             model=account.model,
             scope=key.scope,
             context_fingerprint=key.context_fingerprint,
+            context=list(key.context),
             question=key.question,
             episode_id=source.id if source is not None else None,
         )
@@ -142,7 +143,9 @@ class Learning:
 
     async def _after_store(self, episode: Episode, vector: np.ndarray, account: Accounting) -> None:
         new = bool(account.response_id) and episode.response_id == account.response_id
-        changed = new and await self._verify(episode, account.model)
+        changes: dict[str, Any] = {}
+        if new and await self._verify(episode, account.model):
+            changes["verifier"] = episode.verifier
         rating = None
         if account.response_id:
             entry = await self.responses.aattach_episode(account.response_id, episode.id)
@@ -151,10 +154,9 @@ class Learning:
         # A gold episode met here is a correction whose text this answer repeats: the correction wins.
         if rating is not None and episode.rating != "gold" and _rerated(episode, rating):
             newly_bad = rating == "bad"
-            episode.rating = rating
-            changed = True
-        if changed:
-            await self.memory.aupdate(episode)
+            episode.rating = changes["rating"] = rating
+        if changes:
+            await self._save(episode, changes)
         if new or newly_bad:
             event: Event = "failed" if failed(episode) else "new"
             await self.learn(episode, vector, account.memory_mode, account.model, event)
@@ -178,10 +180,17 @@ class Learning:
         if not _rerated(episode, rating):
             return False
         episode.rating = rating
-        await self.memory.aupdate(episode)
+        await self._save(episode, {"rating": rating})
         if rating == "bad" and reflection_kind(entry.mode or "") is not None:
             self.background.spawn(self._learn_from_failure(episode, entry))
         return True
+
+    async def _save(self, episode: Episode, changes: dict[str, Any]) -> None:
+        """Write only what changed onto the stored episode as it is now: a rating and a verdict set
+        by two tasks at once must both survive (stores hand out copies)."""
+        current = await self.memory.aget(episode.tenant, episode.id)
+        if current is not None:
+            await self.memory.aupdate(current.model_copy(update=changes))
 
     async def _learn_from_failure(self, episode: Episode, entry: ResponseEntry) -> None:
         try:

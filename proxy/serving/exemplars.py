@@ -6,11 +6,17 @@ from typing import Any
 
 from memory_store.episode import Episode
 
+LOOK_ALIKE_LABEL = "(A different question from the one I will ask next; its answer does not answer mine.) "
 
-def inject_exemplars(body: dict[str, Any], exemplars: list[Episode]) -> dict[str, Any]:
+
+def inject_exemplars(
+    body: dict[str, Any], exemplars: list[Episode], look_alikes: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """A copy of the body with each exemplar as a user/assistant pair after the system messages.
 
-    The most similar exemplar goes last, closest to the question it helps with.
+    The most similar exemplar goes last, closest to the question it helps with. An exemplar in
+    `look_alikes` (a near-twin with another polarity, entity or owner) is labelled as a different
+    question, so that the model learns from it without copying its answer.
     """
     messages = list(body["messages"])
     head = 0
@@ -18,7 +24,8 @@ def inject_exemplars(body: dict[str, Any], exemplars: list[Episode]) -> dict[str
         head += 1
     shots: list[dict[str, Any]] = []
     for episode in reversed(exemplars):
-        shots.append({"role": "user", "content": episode.question})
+        label = LOOK_ALIKE_LABEL if episode.id in look_alikes else ""
+        shots.append({"role": "user", "content": label + episode.question})
         shots.append({"role": "assistant", "content": episode.answer})
     return {**body, "messages": messages[:head] + shots + messages[head:]}
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from budget.policy import BudgetPolicy, Decision, RequestFacts
@@ -140,6 +142,7 @@ class ChatPipeline:
         if key is not None:
             facts.question = key.question
             facts.context_fingerprint = key.context_fingerprint
+            facts.context = key.context
             facts.has_tools = key.has_tools
             facts.reuse_allowed = reuse_allowed(request)
         return facts
@@ -168,7 +171,7 @@ class ChatPipeline:
         account: Accounting,
     ) -> JSONResponse:
         decision = account.decision
-        send = inject_exemplars(body, decision.exemplars) if decision.tier == "guided" else body
+        send = _with_exemplars(body, decision)
         try:
             payload = await self._call(with_budget(send, decision.max_tokens), decision.n, account)
             if decision.tier == "guided" and _cut_off(payload) and _can_escalate(request, decision):
@@ -207,7 +210,7 @@ class ChatPipeline:
         # A streamed answer cannot be taken back, so guided streams get exemplars but keep the
         # client's budget: a cut-off could not be escalated after the text was sent.
         decision = account.decision
-        send = inject_exemplars(body, decision.exemplars) if decision.tier == "guided" else body
+        send = _with_exemplars(body, decision)
         upstream = {
             **send,
             "stream": True,
@@ -239,9 +242,9 @@ class ChatPipeline:
             async for chunk in source:
                 if seen.take(chunk, account.usage):
                     yield event(chunk)
-            self._book_stream(account, seen, backend_started)
-            booked = True
-            await self._conclude(key, recollection, seen.payload(), account)
+            booked = self._book_stream(account, seen, backend_started)
+            # In its own task: a client that goes away now cancels only the wait, not the remembering.
+            await asyncio.shield(self.background.spawn(self._conclude(key, recollection, seen.payload(), account)))
             if request.include_usage:
                 yield event({**seen.template, "choices": [], "usage": dict(account.usage)})
             yield DONE
@@ -250,21 +253,28 @@ class ChatPipeline:
             self._backend_failed(error)
             yield event(error.envelope())
         finally:
-            await source.aclose()  # type: ignore[attr-defined]
             if not booked:
                 self._book_stream(account, seen, backend_started)
-                if not failed:  # the client went away before the end: keep what finished, in the background
-                    self.background.spawn(self._conclude(key, recollection, seen.payload(), account))
+                # Failed: logged, so that the response is known; cut off by the client: kept if it finished.
+                self.background.spawn(self._conclude(key, recollection, seen.payload(), account, log_only=failed))
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await source.aclose()  # type: ignore[attr-defined]
 
-    def _book_stream(self, account: Accounting, seen: _StreamSeen, backend_started: float) -> None:
+    def _book_stream(self, account: Accounting, seen: _StreamSeen, backend_started: float) -> bool:
         account.response_id = seen.completion_id
         account.backend_seconds += time.perf_counter() - backend_started
         self.ledger.finish(account)
+        return True
 
     # -- memory ------------------------------------------------------------------------------
 
     async def _conclude(
-        self, key: MemoryKey | None, recollection: Recollection, payload: dict[str, Any], account: Accounting
+        self,
+        key: MemoryKey | None,
+        recollection: Recollection,
+        payload: dict[str, Any],
+        account: Accounting,
+        log_only: bool = False,
     ) -> None:
         """After a backend answer, in one order on every path: log the response id (so feedback finds
         it), start the episode write, wait until it is durable (bounded), hand it to learning."""
@@ -273,7 +283,7 @@ class ChatPipeline:
         if self.learning is not None:
             await self.learning.log_response(account)
         vector = recollection.vector
-        if vector is None or self.memory is None:
+        if log_only or vector is None or self.memory is None:
             return
         writer = self.memory.writer
         stored = writer.start(key, vector, payload, account)
@@ -282,6 +292,12 @@ class ChatPipeline:
         if self.learning is not None:
             self.background.spawn(self.learning.after_answer(stored, vector, account))
         await writer.until_durable(stored, vector)
+
+
+def _with_exemplars(body: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    if decision.tier != "guided":
+        return body
+    return inject_exemplars(body, decision.exemplars, decision.look_alikes)
 
 
 def _cut_off(payload: dict[str, Any]) -> bool:

@@ -55,6 +55,7 @@ async def remember(
             scope=key.scope,
             question=key.question,
             context_fingerprint=key.context_fingerprint,
+            context=list(key.context),
             answer=answer,
             usage=usage,
             baseline_completion_tokens=baseline_tokens,

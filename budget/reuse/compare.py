@@ -1,0 +1,101 @@
+"""What differs between two questions, once casing, punctuation, filler, frames, synonyms, typos
+and clause order are folded away. Anything left is a difference: deny by default."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
+
+from wordnet_lookup import is_wordnet_term
+
+from budget.reuse.lexicon import NEGATIONS, OPPOSITE_PREFIXES
+from budget.reuse.text import Folded, fold, normalise_text
+
+Verdict = Literal["identical", "folded", "different"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`identical`: the same text but for case and spacing; `folded`: the same once wording that
+    cannot change the answer is folded away; `different`: anything else, with what differs."""
+
+    verdict: Verdict
+    removed: tuple[str, ...] = field(default=())
+    added: tuple[str, ...] = field(default=())
+    reordered: bool = False
+
+    @property
+    def same(self) -> bool:
+        return self.verdict != "different"
+
+
+def _edits(a: str, b: str) -> int:
+    """Damerau-Levenshtein distance (adjacent transpositions count one), cut off above 2."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _is_typo(typed: str, meant: str) -> bool:
+    """`typed` misspells `meant`: not an English word itself (so "hostel" never becomes "hotel"),
+    the same first letter, one or two edits; never a number, a tag, a negation or an opposite prefix."""
+    a, b = typed, meant
+    if not (a.replace("-", "").isalpha() and b.replace("-", "").isalpha()) or a in NEGATIONS or b in NEGATIONS:
+        return False
+    shorter = min(len(a), len(b))
+    if shorter < 4 or a[0] != b[0] or is_wordnet_term(a):
+        return False
+    for prefix in OPPOSITE_PREFIXES:
+        if (a.startswith(prefix) and a[len(prefix) :] == b) or (b.startswith(prefix) and b[len(prefix) :] == a):
+            return False
+    return _edits(a, b) <= (1 if shorter < 8 else 2)
+
+
+def _respell(asked: Folded, stored: Folded) -> Folded:
+    """The asked question with each word that is a typo of a stored word spelled as stored."""
+    vocabulary = set(stored.tokens)
+    unknown = {t for t in asked.tokens if t not in vocabulary}
+    if not unknown:
+        return asked
+    candidates = sorted(vocabulary)
+    fixes: dict[str, str] = {}
+    for token in unknown:
+        matches = [c for c in candidates if _is_typo(token, c)]
+        if len(matches) == 1:
+            fixes[token] = matches[0]
+    if not fixes:
+        return asked
+    clauses = tuple(sorted(tuple(fixes.get(t, t) for t in clause) for clause in asked.clauses))
+    return Folded(clauses=clauses, sequence=tuple(fixes.get(t, t) for t in asked.sequence))
+
+
+@lru_cache(maxsize=65_536)
+def compare(stored: str, asked: str) -> Comparison:
+    if normalise_text(stored) == normalise_text(asked):
+        return Comparison("identical")
+    a = fold(stored)
+    b = _respell(fold(asked), a)
+    if a.clauses == b.clauses or a.sequence == b.sequence:  # clause order, or punctuation only
+        return Comparison("folded")
+    bag_a, bag_b = Counter(a.tokens), Counter(b.tokens)
+    removed = tuple(sorted((bag_a - bag_b).elements()))
+    added = tuple(sorted((bag_b - bag_a).elements()))
+    # The same words in another order are never folded: that is the shape of "from A to B" / "from
+    # B to A", "8 got off and 5 got on" / "8 got on and 5 got off", "X has 3 times as many as Y".
+    return Comparison("different", removed=removed, added=added, reordered=not removed and not added)
+
+
+def same_question(stored: str, asked: str) -> bool:
+    """True when `asked` may be answered with `stored`'s answer, as far as the text can prove it."""
+    return compare(stored, asked).same

@@ -1,0 +1,36 @@
+"""Whether the earlier turns of two conversations bear the same way on the last question.
+
+Small talk ("hi", "thanks!", "great") is dropped. The stored conversation's remaining turns must
+each match, in order and by the same deny-by-default comparison as questions, the last turns of
+the new one; the new one may have earlier exchanges the stored one did not (an unrelated question
+asked first), but a question stored without context never answers a follow-up. An assistant turn
+counts like a user turn: "yes please" after "Shall I upgrade you?" is not "yes please" after
+"Shall I downgrade you?".
+"""
+
+from __future__ import annotations
+
+from budget.reuse.compare import compare
+from budget.reuse.text import fold
+
+Turn = str  # "user: ..." or "assistant: ..."
+
+
+def _content(turns: list[Turn]) -> list[Turn]:
+    return [t for t in turns if fold(t.partition(": ")[2]).clauses]
+
+
+def _same_turn(stored: Turn, asked: Turn) -> bool:
+    role_a, _, text_a = stored.partition(": ")
+    role_b, _, text_b = asked.partition(": ")
+    return role_a == role_b and compare(text_a, text_b).same
+
+
+def same_context(stored: list[Turn], asked: list[Turn]) -> bool:
+    kept, new = _content(stored), _content(asked)
+    if not kept:  # a question asked without context answers no follow-up
+        return not new
+    if len(new) < len(kept):
+        return False
+    tail = new[len(new) - len(kept) :]
+    return all(_same_turn(a, b) for a, b in zip(kept, tail, strict=True))

@@ -1,0 +1,71 @@
+"""The reuse decision for one stored episode: the same question, in the same conversation context?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from budget.reuse.compare import Comparison, compare
+from budget.reuse.context import same_context
+
+Reason = Literal[
+    "identical", "folded", "different_question", "different_context", "tools_need_identical", "below_similarity"
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored episode as the decision sees it."""
+
+    question: str
+    context: tuple[str, ...]
+    context_fingerprint: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Asked:
+    question: str
+    context: tuple[str, ...]
+    context_fingerprint: str
+    has_tools: bool
+
+
+@dataclass(frozen=True)
+class ReuseVerdict:
+    reuse: bool
+    reason: Reason
+
+
+def judge(candidate: Candidate, asked: Asked, folded_similarity: float) -> ReuseVerdict:
+    """Identical text (but for case and spacing) needs nothing more; a folded match also needs the
+    calibrated similarity."""
+    if asked.has_tools and candidate.question != asked.question:
+        return ReuseVerdict(False, "tools_need_identical")
+    if candidate.context_fingerprint != asked.context_fingerprint and not same_context(
+        list(candidate.context), list(asked.context)
+    ):
+        return ReuseVerdict(False, "different_context")
+    comparison = compare(candidate.question, asked.question)
+    if comparison.verdict == "identical":
+        return ReuseVerdict(True, "identical")
+    if comparison.verdict == "different":
+        return ReuseVerdict(False, "different_question")
+    if candidate.similarity < folded_similarity:
+        return ReuseVerdict(False, "below_similarity")
+    return ReuseVerdict(True, "folded")
+
+
+def is_look_alike(stored: str, asked: str) -> bool:
+    """A near-twin that differs in a word or two but not in its numbers: the shape of a negation,
+    antonym, other entity or owner. Shown as an exemplar it would be copied; S3 variants (other
+    numbers, other names) are not look-alikes."""
+    comparison: Comparison = compare(stored, asked)
+    if comparison.same:
+        return False
+    if comparison.reordered:  # the same words in another order: a reversed direction
+        return True
+    changed = comparison.removed + comparison.added
+    if any(token[0].isdigit() for token in changed):
+        return False
+    return 1 <= len(changed) <= 3

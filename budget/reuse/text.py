@@ -1,0 +1,169 @@
+"""Folding a question into what its answer depends on: clauses of content tokens, order kept within a clause."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+from wordnet_lookup import is_wordnet_term
+
+from budget.reuse.lexicon import (
+    CONTRACTIONS,
+    DETERMINERS,
+    FILLER,
+    FILLER_PHRASES,
+    FRAMES,
+    FUNCTION_WORDS,
+    MODALS,
+    NUMBER_WORDS,
+    SYNONYM_PHRASES,
+    SYNONYMS,
+)
+
+_TOKEN = re.compile(
+    r"\$?\d[\d,]*(?:\.\d+)?%?"  # 12, 1,200, $12.50, 15%
+    r"|\d{1,2}:\d{2}"  # 10:30
+    r"|<[a-z]+>"  # frame tags
+    r"|[a-z][a-z'\-]*"  # words, colleague's, e-mail
+    r"|[.,;:!?]"  # clause boundaries
+)
+_BOUNDARY = frozenset(".,;:!?")
+# A clause starts at these: "Can I get a refund if my flight is cancelled?" has two clauses,
+# in either order; "from London to Paris" keeps its order inside one.
+_SUBORDINATORS = frozenset("unless because since while although though before after until".split())
+# Clause boundaries that carry nothing once the clauses are apart: "if" and "when" ask the same
+# here ("My policy renews in May, will the price go up?" = "Will it go up when my policy renews?").
+_JOINERS = frozenset("if when whenever once and but so then".split())
+_UNITS = {"dollar": "usd", "dollars": "usd", "bucks": "usd", "percent": "%", "per cent": "%", "pct": "%"}
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A question as its answer sees it: the multiset of clauses (each an ordered token tuple)."""
+
+    clauses: tuple[tuple[str, ...], ...]
+    sequence: tuple[str, ...] = ()  # the content tokens in the order written, clause boundaries dropped
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return tuple(token for clause in self.clauses for token in clause)
+
+
+def _phrase_table() -> dict[tuple[str, ...], str]:
+    table: dict[tuple[str, ...], str] = {tuple(p.split()): "" for p in FILLER_PHRASES}
+    for tag, phrases in FRAMES.items():
+        table |= {tuple(p.split()): tag for p in phrases}
+    table |= {tuple(p.split()): word for p, word in SYNONYM_PHRASES.items()}
+    table |= {tuple(p.split()): word for p, word in _UNITS.items() if " " in p}
+    return table
+
+
+_PHRASES = _phrase_table()
+_LONGEST = max(len(p) for p in _PHRASES)
+
+
+def _raw_tokens(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).casefold().replace("’", "'").replace("‘", "'")
+    text = re.sub(r"[a-z]+'[a-z]+", lambda m: CONTRACTIONS.get(m.group(0), m.group(0)), text)
+    text = re.sub(r"(\w)'s\b", r"\1 's", text)  # my colleague's password: the owner is a token of its own
+    return _TOKEN.findall(text)
+
+
+def _replace_phrases(tokens: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for size in range(min(_LONGEST, len(tokens) - i), 1, -1):
+            found = _PHRASES.get(tuple(tokens[i : i + size]))
+            if found is not None:
+                if found:
+                    out.append(found)
+                i += size
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
+def _number(token: str) -> list[str]:
+    cleaned = token.lstrip("$").rstrip("%").replace(",", "")
+    if "." in cleaned:
+        cleaned = cleaned.rstrip("0").rstrip(".") or "0"
+    return [cleaned] + (["usd"] if token.startswith("$") else []) + (["%"] if token.endswith("%") else [])
+
+
+def _canonical(tokens: list[str]) -> list[str]:
+    out: list[str] = []
+    for position, token in enumerate(tokens):
+        if token[0].isdigit() or token[0] == "$":
+            out += _number(token)
+        elif token in NUMBER_WORDS and not (token == "one" and position > 0 and tokens[position - 1] in DETERMINERS):
+            out.append(NUMBER_WORDS[token])
+        elif token in _UNITS:
+            out.append(_UNITS[token])
+        elif token in FILLER or token in FUNCTION_WORDS:
+            continue
+        else:
+            out.append(SYNONYMS.get(token, token))
+    return out
+
+
+def _base(participle: str) -> str | None:
+    """covered -> cover, included -> include; None when it is no -ed participle of a word."""
+    if not participle.endswith("ed") or len(participle) < 5:
+        return None
+    for stem in (participle[:-1], participle[:-2]):
+        if is_wordnet_term(stem):
+            return stem
+    return None
+
+
+def _active(clause: list[str]) -> list[str]:
+    """The active form of a passive clause: "damage covered by warranty" -> "warranty cover damage",
+    "breakfast included in booking" -> "booking include breakfast". Roles are kept, only their order
+    is made canonical."""
+    for i, token in enumerate(clause[:-2]):
+        joiner = clause[i + 1]
+        if (joiner == "by" or (token == "included" and joiner == "in")) and i > 0:
+            base = _base(token)
+            if base is not None:
+                return clause[i + 2 :] + [base] + clause[:i]
+    return clause
+
+
+def _canonical_clause(clause: list[str]) -> tuple[str, ...]:
+    clause = _active(clause)
+    modals = [t for t in clause if t in MODALS]
+    return tuple(modals + [t for t in clause if t not in MODALS])
+
+
+def _clauses(tokens: list[str]) -> tuple[tuple[str, ...], ...]:
+    clauses: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for token in tokens:
+        if token in _BOUNDARY or token in _SUBORDINATORS or token in _JOINERS:
+            if current:
+                clauses.append(_canonical_clause(current))
+            current = [token] if token in _SUBORDINATORS else []
+        else:
+            current.append(token)
+    if current:
+        clauses.append(_canonical_clause(current))
+    # A clause left with only a subordinator ("..., and thanks!") carries nothing.
+    return tuple(sorted(c for c in clauses if not (len(c) == 1 and c[0] in _SUBORDINATORS)))
+
+
+@lru_cache(maxsize=65_536)
+def fold(text: str) -> Folded:
+    tokens = _canonical(_replace_phrases(_raw_tokens(text)))
+    clauses = _clauses(tokens)
+    return Folded(clauses=clauses, sequence=tuple(t for t in tokens if t not in _BOUNDARY | _JOINERS))
+
+
+def normalise_text(text: str) -> str:
+    """Case, width and whitespace folded: exact (S1) identity."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"\s+", " ", folded).strip().rstrip(" .?!")

@@ -1,0 +1,148 @@
+"""A look-alike's answer is never served; a true repeat or paraphrase is. End to end, real embedder.
+
+Each case asks `stored` (answered by the backend and remembered), then `asked`, in a scope of its
+own; the tier of the second answer says whether memory served it. The cases are written here, not
+taken from bench/data, so the tests do not check the decision on the pairs it was calibrated on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from budget.reuse.compare import compare
+from budget.reuse.context import same_context
+from tests.conftest import ProxyFactory, RunningProxy, ServerThread, stub_url
+
+_scopes = itertools.count()
+
+
+def second_tier(proxy: RunningProxy, stored: list[dict[str, str]], asked: list[dict[str, str]]) -> str:
+    system = [{"role": "system", "content": f"You are support agent number {next(_scopes)}."}]
+    client = proxy.client()
+    client.chat.completions.create(model="stub", messages=system + stored, temperature=0)  # type: ignore[arg-type]
+    proxy.settle()
+    raw = client.chat.completions.with_raw_response.create(
+        model="stub",
+        messages=system + asked,  # type: ignore[arg-type]
+        temperature=0,
+    )
+    return raw.headers["x-speedup-tier"]
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+def proxy(start_proxy: ProxyFactory, stub_backend: ServerThread) -> RunningProxy:
+    return start_proxy(stub_url(stub_backend))
+
+
+NEGATIONS = [
+    ("Cancel my subscription at the end of the month.", "Don't cancel my subscription at the end of the month."),
+    ("Is the delivery fee refundable?", "Is the delivery fee not refundable?"),
+    ("Can I travel with an expired passport?", "Can I never travel with an expired passport?"),
+]
+ANTONYMS = [
+    ("How do I turn on location sharing?", "How do I turn off location sharing?"),
+    ("Is the pharmacy open on Sunday?", "Is the pharmacy closed on Sunday?"),
+    ("How do I opt in to the pension scheme?", "How do I opt out of the pension scheme?"),
+    ("What happens if my claim is approved?", "What happens if my claim is rejected?"),
+    ("Is the installation included in the price?", "Is the installation excluded from the price?"),
+]
+OTHER_OWNERS = [
+    ("How do I reset my password?", "How do I reset my colleague's password?"),
+    ("Can I see my order history?", "Can I see my son's order history?"),
+    ("How do I delete a project?", "How do I delete an organisation?"),
+    ("Why was I charged twice this month?", "Why was I charged twice last month?"),
+]
+REVERSED = [
+    ("How do I move money from savings to my current account?", "How do I move money from my current account?"),
+    ("Is a flight from Leeds to Oslo cheaper on Tuesdays?", "Is a flight from Oslo to Leeds cheaper on Tuesdays?"),
+    ("Mo gives 4 cards to Ivy. Ivy had 6. How many now?", "Ivy gives 4 cards to Mo. Ivy had 6. How many now?"),
+]
+PARAPHRASES = [
+    ("How do I update my billing address?", "What are the steps to update my billing address?"),
+    ("If my parcel is lost, can I get a refund?", "Can I get a refund if my parcel is lost?"),
+    ("Can I change my appointment to Friday?", "Is it possible to change my appointment to Friday?"),
+    (
+        "Ann bought 3 books and received 2 more. How many books?",
+        "Ann purchased 3 books and got 2 more. How many books?",
+    ),
+]
+TYPOS = [
+    ("How do I cancel my gym membership?", "how do i cancle my gym membreship"),
+    ("Where can I download my tax certificate?", "Hi! Where can I downlaod my tax certificate? Thanks"),
+]
+
+
+@pytest.mark.parametrize(("stored", "asked"), NEGATIONS)
+def test_a_negation_is_never_reused(proxy: RunningProxy, stored: str, asked: str) -> None:
+    assert second_tier(proxy, user(stored), user(asked)) != "reuse"
+
+
+@pytest.mark.parametrize(("stored", "asked"), ANTONYMS)
+def test_an_antonym_is_never_reused(proxy: RunningProxy, stored: str, asked: str) -> None:
+    assert second_tier(proxy, user(stored), user(asked)) != "reuse"
+
+
+@pytest.mark.parametrize(("stored", "asked"), OTHER_OWNERS)
+def test_another_owners_or_scopes_question_is_never_reused(proxy: RunningProxy, stored: str, asked: str) -> None:
+    assert second_tier(proxy, user(stored), user(asked)) != "reuse"
+
+
+@pytest.mark.parametrize(("stored", "asked"), REVERSED)
+def test_a_reversed_direction_is_never_reused(proxy: RunningProxy, stored: str, asked: str) -> None:
+    assert second_tier(proxy, user(stored), user(asked)) != "reuse"
+
+
+@pytest.mark.parametrize(("stored", "asked"), PARAPHRASES)
+def test_a_true_paraphrase_is_reused(proxy: RunningProxy, stored: str, asked: str) -> None:
+    assert second_tier(proxy, user(stored), user(asked)) == "reuse"
+
+
+@pytest.mark.parametrize(("stored", "asked"), TYPOS)
+def test_a_typod_repeat_is_reused(proxy: RunningProxy, stored: str, asked: str) -> None:
+    assert second_tier(proxy, user(stored), user(asked)) == "reuse"
+
+
+def chat(*turns: str) -> list[dict[str, Any]]:
+    roles = itertools.cycle(("user", "assistant"))
+    return [{"role": role, "content": text} for role, text in zip(roles, turns, strict=False)]
+
+
+def test_a_follow_up_after_another_context_is_never_reused(proxy: RunningProxy) -> None:
+    flight = chat("I need to cancel my flight to Rome.", "I can help with that. Booking FL-221 is on a flexible fare.")
+    hotel = chat("I need to cancel my hotel in Rome.", "I can help with that. Booking HT-118 is on a flexible rate.")
+    assert second_tier(proxy, flight + user("Is there a fee?"), hotel + user("Is there a fee?")) != "reuse"
+    upgrade = chat("My plan feels too small.", "Would you like me to upgrade you to Premium?")
+    downgrade = chat("My plan feels too small.", "Would you like me to downgrade you to Basic?")
+    assert second_tier(proxy, upgrade + user("Yes please."), downgrade + user("Yes please.")) != "reuse"
+    detail = chat("I want to return order 5512.", "Order 5512 was delivered on 3 May.")
+    other = chat("I want to return order 5521.", "Order 5521 was delivered on 3 May.")
+    assert (
+        second_tier(proxy, detail + user("Can I still return it?"), other + user("Can I still return it?")) != "reuse"
+    )
+    assert second_tier(proxy, user("Is there a fee?"), flight + user("Is there a fee?")) != "reuse"
+
+
+def test_a_follow_up_after_the_same_context_is_reused_despite_small_talk_and_an_earlier_question(
+    proxy: RunningProxy,
+) -> None:
+    flight = chat("I need to cancel my flight to Rome.", "I can help with that. Booking FL-221 is on a flexible fare.")
+    chatty = chat("Hi there!", "Hello! How can I help?", "What are your opening hours?", "We are open 8 to 8.")
+    assert second_tier(proxy, flight + user("Is there a fee?"), chatty + flight + user("is there a fee")) == "reuse"
+
+
+def test_the_comparison_folds_only_what_cannot_change_the_answer() -> None:
+    assert compare(
+        "Can I get a refund if my flight is cancelled?", "If my flight is canceled, can I get a refund?"
+    ).same
+    assert not compare("7 cows and 12 hens: how many legs?", "12 cows and 7 hens: how many legs?").same
+    assert not compare(
+        "Can I swap my aisle seat for a window seat?", "Can I swap my window seat for an aisle seat?"
+    ).same
+    assert not same_context([], ["user: I need to cancel my flight.", "assistant: Sure."])
