@@ -137,8 +137,11 @@ class BudgetPolicy:
         if not facts.reuse_allowed or facts.client_n != 1:
             return None
         asked = Asked(facts.question, facts.context, facts.context_fingerprint, facts.has_tools)
+        limit = facts.client_max_tokens
         for neighbour in neighbours:
             episode = neighbour.episode
+            if limit is not None and not 0 < episode.usage.completion_tokens <= limit:
+                continue  # longer than the client allows (or of unknown length): the backend answers instead
             candidate = Candidate(
                 episode.question, tuple(episode.context), episode.context_fingerprint, neighbour.similarity
             )

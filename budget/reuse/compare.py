@@ -62,6 +62,15 @@ def _is_typo(typed: str, meant: str) -> bool:
     return _edits(a, b) <= (1 if shorter < 8 else 2)
 
 
+def _inflection_of(typed: str, meant: str) -> bool:
+    """asking/ask, servicing/service, charges/charge: the same word in another form. Never -ed:
+    tense can change an answer ("Will I be charged" / "Was I charged")."""
+    for ending in ("ing", "es", "s"):
+        if typed.endswith(ending) and typed[: -len(ending)] in (meant, meant.rstrip("e")) and len(meant) >= 3:
+            return True
+    return False
+
+
 def _respell(asked: Folded, stored: Folded) -> Folded:
     """The asked question with each word that is a typo of a stored word spelled as stored."""
     vocabulary = set(stored.tokens)
@@ -71,7 +80,7 @@ def _respell(asked: Folded, stored: Folded) -> Folded:
     candidates = sorted(vocabulary)
     fixes: dict[str, str] = {}
     for token in unknown:
-        matches = [c for c in candidates if _is_typo(token, c)]
+        matches = [c for c in candidates if _is_typo(token, c) or _inflection_of(token, c) or _inflection_of(c, token)]
         if len(matches) == 1:
             fixes[token] = matches[0]
     if not fixes:

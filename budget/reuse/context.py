@@ -16,8 +16,21 @@ from budget.reuse.text import fold
 Turn = str  # "user: ..." or "assistant: ..."
 
 
+# Courtesy turns: "Perfect, thank you." / "Happy to help! What else can I do for you?" carry no
+# fact. Never "yes", "no" or "please": after an offer they are the answer to it.
+_SMALL_TALK = frozenset(
+    """perfect great awesome cool nice brilliant lovely wonderful fine alright excellent good thank
+    happy glad help welcome anything else something what you your i me we can <can> <how> do today
+    with for bye goodbye see soon day have all set sorted""".split()
+)
+
+
+def _small_talk(text: str) -> bool:
+    return set(fold(text).tokens) <= _SMALL_TALK
+
+
 def _content(turns: list[Turn]) -> list[Turn]:
-    return [t for t in turns if fold(t.partition(": ")[2]).clauses]
+    return [t for t in turns if not _small_talk(t.partition(": ")[2])]
 
 
 def _same_turn(stored: Turn, asked: Turn) -> bool:

@@ -54,7 +54,7 @@ FILLER_PHRASES = (
     "here is a problem",
     "please solve the following problem", "solve the following problem", "consider this situation",
     "try this one", "please work it out", "work it out", "good luck", "then tell me", "given all this",
-    "with that in mind", "tell me",
+    "with that in mind", "tell me", "no problem", "not a problem", "you are welcome", "my pleasure",
 )  # fmt: skip
 
 # Question frames with one meaning each: every phrase of a group folds to the group's tag.
@@ -93,6 +93,7 @@ SYNONYM_PHRASES = {
     "has to": "must", "need to": "must", "needs to": "must", "get charged": "charged", "be charged": "charged",
     "money off": "discount", "take away": "remove", "dispose of": "remove", "in progress": "processing",
     "being processed": "processing", "next step": "next", "what happens after": "next",
+    "hand over": "transfer", "take out": "withdraw", "roll over": "carryover", "carry over": "carryover",
 }  # fmt: skip
 SYNONYMS = {
     "purchase": "buy", "purchases": "buys", "purchased": "bought",
@@ -118,7 +119,9 @@ SYNONYMS = {
     "repair": "fix", "repairs": "fixes", "repaired": "fixed", "supply": "provide", "supplies": "provides",
     "returning": "return", "getting": "get", "claiming": "claim", "paying": "pay",
     "booking": "book", "cancelling": "cancel", "canceling": "cancel", "changing": "change",
-    "ordering": "order", "delete": "remove", "deleted": "removed",
+    "ordering": "order", "delete": "remove", "deleted": "removed", "kids": "children", "kid": "child",
+    "reservation": "booking", "reservations": "bookings", "raise": "increase", "challenge": "dispute",
+    "depart": "leave", "departs": "leaves", "convert": "change", "put": "set", "stop": "cancel",
     "cancelled": "canceled", "colour": "color", "centre": "center",
     "organisation": "organization", "organisations": "organizations", "organise": "organize",
     "travelling": "traveling", "favourite": "favorite", "licence": "license", "programme": "program",
