@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from budget.reuse.judge import Asked, Candidate, is_look_alike, judge
-from memory_store.episode import Episode, Neighbour
+from memory_store.episode import MAX_QUESTION_CHARS, Episode, Neighbour
 
 Tier = Literal["reuse", "guided", "cold"]
 
@@ -32,6 +32,13 @@ class PolicyConfig(BaseModel):
     # calibration pairs of bench/data no look-alike was served at any floor (docs/REUSE.md); typos
     # push MiniLM's similarity of true repeats down to about 0.6.
     folded_similarity: float = Field(0.55, ge=0.0, le=1.0)
+    # The error budget on live traffic (budget/reuse/audit.py): `audit_rate` of reuses are also
+    # answered afresh in the background and compared (answer cosine >= `audit_agreement` agrees);
+    # where the false-reuse rate is above `max_false_reuse` with confidence, only identical text is
+    # reused. The audit's tokens count against the savings.
+    max_false_reuse: float = Field(0.01, gt=0.0, lt=1.0)
+    audit_rate: float = Field(0.02, ge=0.0, le=1.0)
+    audit_agreement: float = Field(0.80, ge=0.0, le=1.0)
     # Calibrated on GSM-Symbolic with MiniLM (docs/BENCHMARKS.md): S3 pairs score 0.49-0.93 with
     # median 0.84, different-template (S4) pairs 0.43-0.70; below this floor nothing is injected.
     guided_similarity: float = Field(0.66, ge=0.0, le=1.0)
@@ -65,6 +72,7 @@ class RequestFacts(BaseModel):
     client_n: int = 1
     memory_usable: bool = True
     episodes_allowed: bool = True
+    folded_reuse_allowed: bool = True  # False where the audit found the scope over its error budget
 
 
 class Decision(BaseModel):
@@ -122,7 +130,7 @@ class BudgetPolicy:
             tier="guided",
             similarity=best,
             exemplars=exemplars,
-            look_alikes=frozenset(e.id for e in exemplars if is_look_alike(e.question, facts.question)),
+            look_alikes=frozenset(e.id for e in exemplars if _look_alike(e, facts.question)),
             max_tokens=min(budget, ceiling),
             n=self._guided_n(facts.client_n, best),
             estimated_cold_tokens=round(sum(e.baseline_completion_tokens for e in exemplars) / len(exemplars)),
@@ -142,10 +150,15 @@ class BudgetPolicy:
             episode = neighbour.episode
             if limit is not None and not 0 < episode.usage.completion_tokens <= limit:
                 continue  # longer than the client allows (or of unknown length): the backend answers instead
+            if episode.question_capped or len(facts.question) > MAX_QUESTION_CHARS:
+                # Too long to compare word by word (or stored cut): only the very same text, by its digest.
+                if episode.asks(facts.question) and episode.context_fingerprint == facts.context_fingerprint:
+                    return neighbour
+                continue
             candidate = Candidate(
                 episode.question, tuple(episode.context), episode.context_fingerprint, neighbour.similarity
             )
-            if judge(candidate, asked, self.config.folded_similarity).reuse:
+            if judge(candidate, asked, self.config.folded_similarity, facts.folded_reuse_allowed).reuse:
                 return neighbour
         return None
 
@@ -156,3 +169,9 @@ class BudgetPolicy:
         span = max(1e-6, self.config.reuse_similarity - self.config.guided_similarity)
         familiarity = min(1.0, max(0.0, (similarity - self.config.guided_similarity) / span))
         return max(1, math.ceil(client_n * (1.0 - 0.5 * familiarity)))
+
+
+def _look_alike(exemplar: Episode, question: str) -> bool:
+    if exemplar.question_capped or len(question) > MAX_QUESTION_CHARS:
+        return False  # long texts are not compared word by word
+    return is_look_alike(exemplar.question, question)

@@ -152,12 +152,21 @@ class LocalMemory(AsyncMemoryMethods):
         return len(doomed)
 
     def _remove_locked(self, episode: Episode) -> None:
+        """Forget the episode; a scope or tenant left empty is forgotten too (each scope's index
+        costs ~1.7 KB even empty, and a client varying `seed` makes a scope per request)."""
         self._db.execute("DELETE FROM episodes WHERE id = ?", (episode.id,))
         self._episodes.pop(episode.id, None)
-        self._by_tenant.get(episode.tenant, set()).discard(episode.id)
-        index = self._indexes.get((episode.tenant, episode.scope))
+        mine = self._by_tenant.get(episode.tenant)
+        if mine is not None:
+            mine.discard(episode.id)
+            if not mine:
+                del self._by_tenant[episode.tenant]
+        key = (episode.tenant, episode.scope)
+        index = self._indexes.get(key)
         if index is not None:
             index.remove(episode.id)
+            if not len(index):
+                del self._indexes[key]
 
     def _held(self, tenant: str, episode_id: str) -> Episode | None:
         """The stored episode itself (never handed out): for changes made under the lock."""
@@ -228,6 +237,11 @@ class LocalMemory(AsyncMemoryMethods):
 
     def tenants(self) -> list[str]:
         return sorted(t for t, ids in list(self._by_tenant.items()) if ids)
+
+    @property
+    def scope_count(self) -> int:
+        """Scopes with an index: those holding at least one episode."""
+        return len(self._indexes)
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         self.removals.register(registry)

@@ -60,7 +60,9 @@ def message_text(message: dict[str, Any]) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
         )
     return ""
 
@@ -77,8 +79,9 @@ def memory_key(tenant: str, body: dict[str, Any]) -> MemoryKey | None:
         isinstance(part, dict) and part.get("type") != "text" for part in messages[-1]["content"]
     ):
         return None  # images or audio: the text alone does not identify the question
-    system = [m for m in messages[:-1] if m.get("role") in ("system", "developer")]
-    history = [m for m in messages[:-1] if m.get("role") not in ("system", "developer")]
+    earlier = [m for m in messages[:-1] if isinstance(m, dict)]
+    system = [m for m in earlier if m.get("role") in ("system", "developer")]
+    history = [m for m in earlier if m.get("role") not in ("system", "developer")]
     shaping = {name: body[name] for name in ANSWER_SHAPING_FIELDS if body.get(name) is not None}
     scope = _digest({"model": body.get("model"), "system": system, "shaping": shaping})
     return MemoryKey(

@@ -29,6 +29,9 @@ REGROW_FACTOR = 8
 _KMEANS_ITERATIONS = 8
 _KMEANS_POINTS_PER_CELL = 24
 _ASSIGN_CHUNK = 8192
+# Removed rows keep an 8-byte slot in the row -> id list; a flat index renumbers its rows once
+# the slots outnumber the live rows twice over (plus this slack), so churn cannot grow it.
+_COMPACT_SLACK = 1024
 
 _thread_state = threading.local()
 
@@ -144,7 +147,7 @@ class ScopeIndex:
         self.ann_threshold = ann_threshold
         self.nprobe = nprobe
         self.regrow_factor = regrow_factor
-        self._flat: faiss.IndexIDMap2 | None = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._flat: faiss.IndexIDMap2 | None = _new_flat(dim)
         self._ivf: _Ivf | None = None
         self._ids: list[str | None] = [None]  # row -> episode id (None: removed); a list costs 8 B a row
         self._rows: dict[str, int] = {}
@@ -158,6 +161,11 @@ class ScopeIndex:
     @property
     def is_ann(self) -> bool:
         return self._ivf is not None
+
+    @property
+    def slots(self) -> int:
+        """Rows numbered so far, removed ones included (8 bytes each)."""
+        return len(self._ids)
 
     def add(self, episode_id: str, vector: np.ndarray) -> None:
         self.add_many([episode_id], vector.reshape(1, -1))
@@ -218,7 +226,21 @@ class ScopeIndex:
                 self._flat.remove_ids(rows)
             if self._journal is not None:
                 self._journal.append(("remove", rows, None))
+            elif self._ivf is None and len(self._ids) > 2 * len(self._rows) + _COMPACT_SLACK:
+                self._compact_flat()
             return True
+
+    def _compact_flat(self) -> None:
+        """Renumber the live rows 1..n (under the lock, flat only): drops the slots of removed rows."""
+        vectors, rows = self._export_flat()
+        ids = [self._ids[row] for row in rows.tolist()]
+        new_rows = np.arange(1, len(ids) + 1, dtype=np.int64)
+        flat = _new_flat(self.dim)
+        if len(ids):
+            flat.add_with_ids(vectors, new_rows)
+        self._flat = flat
+        self._ids = [None, *ids]
+        self._rows = {episode_id: row for row, episode_id in enumerate(ids, start=1) if episode_id is not None}
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         _single_omp_thread()
@@ -273,6 +295,10 @@ class ScopeIndex:
                     rebuilt.remove(op_rows)
             self._ivf = rebuilt
             self._journal = None
+
+
+def _new_flat(dim: int) -> faiss.IndexIDMap2:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:

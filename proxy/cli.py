@@ -33,6 +33,12 @@ def _serve_parser(commands: Any) -> None:
         "--data-dir", type=Path, help="where local memory, learning and stats files live (default: user data dir)"
     )
     serve.add_argument("--admin-key", help="key for admin endpoints and the dashboard")
+    serve.add_argument(
+        "--allow-placeholder-keys",
+        action="store_true",
+        default=None,
+        help="start on a non-loopback host even with the placeholder keys of an example config (logs a warning)",
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error")
 
 
@@ -51,7 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     flags = {
         name: getattr(args, name, None)
-        for name in ("backend_url", "backend_api_key", "host", "port", "memory", "data_dir", "admin_key", "log_level")
+        for name in (
+            "backend_url",
+            "backend_api_key",
+            "host",
+            "port",
+            "memory",
+            "data_dir",
+            "admin_key",
+            "allow_placeholder_keys",
+            "log_level",
+        )
     }
     return load_settings(getattr(args, "config", None), flags)
 
@@ -65,6 +81,7 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per backend call is noise
     log = logging.getLogger("speedup-proxy")
+    warn_about_placeholder_keys(settings, log)
     if settings.backend_url is None:
         log.info("no --backend-url: starting the embedded llama.cpp server (first run assembles the model)")
     app = create_app(lambda: build_container(settings))
@@ -79,6 +96,12 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=settings.lifecycle.requests_timeout_s,
     )
+
+
+def warn_about_placeholder_keys(settings: Settings, log: logging.Logger) -> None:
+    """Placeholder keys start only where settings allow them; they never start silently."""
+    for name in settings.placeholder_keys():
+        log.warning("%s is a placeholder key: anyone who read the example config can use it", name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pydantic_settings import (
 from budget.policy import PolicyConfig
 from memory_store.limits import MemoryLimits
 from memory_store.redis.config import RedisOptions
+from proxy.gateway.text import has_control_characters
 from proxy.learning.memory_modes import MemoryModes
 from proxy.stats.pricing import Pricing
 
@@ -37,6 +39,9 @@ ENV_NESTED_DELIMITER = "__"
 NOT_SETTINGS = frozenset({"SPEEDUP_CONFIG", "SPEEDUP_CACHE_DIR"})
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 MEMORY_SPEC_ERROR = "must be 'local', 'local:/dir', 'off' or a redis:// URL"
+MIN_PUBLIC_KEY_CHARS = 16  # keys of a proxy reachable beyond loopback
+# What the keys of example configs (deploy/proxy.yaml) look like: never meant to be deployed.
+_PLACEHOLDER_KEY = re.compile(r"change[-_]?me|replace[-_]?me|placeholder|example", re.IGNORECASE)
 
 
 class ConfigError(Exception):
@@ -122,6 +127,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("speedup-proxy")))
     api_keys: dict[str, str] = Field(default_factory=dict, description="API key -> tenant name")
     admin_key: str | None = None
+    allow_placeholder_keys: bool = Field(
+        False, description="start on a non-loopback host with placeholder keys (a warning is logged)"
+    )
+    protect_observability: bool | None = Field(
+        None, description="/metrics and /healthz details need the admin key; None: on when api_keys are configured"
+    )
     memory_deadline_ms: float = Field(50.0, gt=0)
     max_body_bytes: int = Field(2_000_000, ge=1024)
     # One thread: torch's OpenMP workers collapse (0.5 s a query) when llama.cpp holds the other cores.
@@ -181,14 +192,57 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _keys_are_keys(self) -> Settings:
+        public = not _is_loopback(self.host)
+        problems = [problem for name, key in self.named_keys() if (problem := _key_problem(name, key, public))]
+        problems += [f"api_keys: tenant name {t!r} is empty or holds control characters" for t in self._bad_tenants()]
+        if self.admin_key is not None and self.admin_key in self.api_keys:
+            problems.append("admin_key is also a tenant's API key: that tenant would be an admin")
+        if public and not self.allow_placeholder_keys:
+            problems += [
+                f"{name} is a placeholder: replace it, or start with --allow-placeholder-keys"
+                for name in self.placeholder_keys()
+            ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def named_keys(self) -> list[tuple[str, str]]:
+        """Every configured key with how messages name it (never by the key itself)."""
+        named = [(f"api_keys: the key of tenant {tenant!r}", key) for key, tenant in self.api_keys.items()]
+        return named + ([("admin_key", self.admin_key)] if self.admin_key is not None else [])
+
+    def placeholder_keys(self) -> list[str]:
+        """The names of keys that look like the placeholders of an example config."""
+        return [name for name, key in self.named_keys() if _PLACEHOLDER_KEY.search(key)]
+
+    def _bad_tenants(self) -> list[str]:
+        return [t for t in self.api_keys.values() if not t.strip() or has_control_characters(t)]
+
     @property
     def authenticated(self) -> bool:
         return bool(self.api_keys)
 
     @property
+    def observability_protected(self) -> bool:
+        return self.authenticated if self.protect_observability is None else self.protect_observability
+
+    @property
     def memory_dir(self) -> Path:
         """Where local files live: the episodes of local memory, and for every kind the learning and stats files."""
         return self.memory.directory if self.memory.directory is not None else self.data_dir
+
+
+def _key_problem(name: str, key: str, public: bool) -> str | None:
+    """Why a key cannot be used, if it cannot: empty ones never, short ones not beyond loopback."""
+    if not key.strip():
+        return f"{name} is empty: an empty header would match it"
+    if key != key.strip() or has_control_characters(key):
+        return f"{name} starts or ends with whitespace or holds control characters: no header carries it as it is"
+    if public and len(key) < MIN_PUBLIC_KEY_CHARS:
+        return f"{name} has {len(key)} characters: on a non-loopback host a key needs {MIN_PUBLIC_KEY_CHARS} or more"
+    return None
 
 
 def _is_loopback(host: str) -> bool:

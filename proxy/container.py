@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from budget.policy import BudgetPolicy
+from budget.reuse.audit import FalseReuseEstimate
 from memory_store.base import MemoryStore
 from memory_store.embedding.embedder import BatchingEmbedder, MiniLMEncoder, TextEncoder
 from memory_store.local_store import LocalMemory
@@ -29,6 +30,7 @@ from proxy.learning.service import Learning
 from proxy.learning.verifier import Verifier
 from proxy.metrics import ProxyMetrics
 from proxy.serving.accounting import RequestLedger, RequestObserver
+from proxy.serving.audit import ReuseAuditor
 from proxy.serving.background import BackgroundWork
 from proxy.serving.pipeline import ChatPipeline, MemoryParts
 from proxy.serving.remember import EpisodeWriter
@@ -248,7 +250,8 @@ def _assemble(
             feedback_listeners=feedback_listeners,
             reflection_listeners=reflection_listeners,
         )
-        memory_parts = _memory_parts(settings, memory, embedder, metrics, background)
+        auditor = _auditor(settings, backend, embedder, metrics, background, stats, reflection_listeners)
+        memory_parts = _memory_parts(settings, memory, embedder, metrics, background, auditor)
     pipeline = ChatPipeline(
         backend=backend,
         policy=BudgetPolicy(settings.policy),
@@ -263,7 +266,7 @@ def _assemble(
         backend=backend,
         metrics=metrics,
         background=background,
-        authenticator=Authenticator(settings.api_keys, settings.admin_key),
+        authenticator=Authenticator(settings.api_keys, settings.admin_key, settings.observability_protected),
         stats=stats,
         pipeline=pipeline,
         stats_sources=StatsSources(stats, memory, settings.pricing),
@@ -283,6 +286,7 @@ def _memory_parts(
     embedder: BatchingEmbedder,
     metrics: ProxyMetrics,
     background: BackgroundWork,
+    auditor: ReuseAuditor,
 ) -> MemoryParts:
     return MemoryParts(
         embedder=embedder,
@@ -290,6 +294,32 @@ def _memory_parts(
         writer=EpisodeWriter(memory, metrics, background),
         recall_k=max(8, settings.policy.max_exemplars),
         deadline_s=settings.memory_deadline_ms / 1000,
+        auditor=auditor,
+    )
+
+
+def _auditor(
+    settings: Settings,
+    backend: OpenAIBackend,
+    embedder: BatchingEmbedder,
+    metrics: ProxyMetrics,
+    background: BackgroundWork,
+    stats: StatsRecorder,
+    cost_listeners: list[Callable[[Any], None]],
+) -> ReuseAuditor:
+    policy = settings.policy
+    estimate = FalseReuseEstimate(policy.max_false_reuse)
+    metrics.watch_false_reuse(lambda: {t: (c.rate, c.upper_bound, c.trials) for t, c in estimate.by_tenant().items()})
+    return ReuseAuditor(
+        backend=backend,
+        embedder=embedder,
+        estimate=estimate,
+        metrics=metrics,
+        background=background,
+        rate=policy.audit_rate,
+        agreement=policy.audit_agreement,
+        audit_listeners=[stats.record_audit],
+        cost_listeners=cost_listeners,
     )
 
 

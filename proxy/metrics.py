@@ -25,6 +25,24 @@ class _EpisodeGauge:
         yield gauge
 
 
+class _FalseReuseGauge:
+    def __init__(self, estimates: Callable[[], dict[str, tuple[float, float, int]]]) -> None:
+        self._estimates = estimates
+
+    def collect(self) -> Iterable[Metric]:
+        rate = GaugeMetricFamily(
+            "speedup_false_reuse_rate", "Audited share of reuses that disagreed", labels=["tenant"]
+        )
+        upper = GaugeMetricFamily(
+            "speedup_false_reuse_upper_bound", "Wilson 95% upper bound of the false-reuse rate", labels=["tenant"]
+        )
+        for tenant, (estimate, bound, _) in self._estimates().items():
+            rate.add_metric([tenant], estimate)
+            upper.add_metric([tenant], bound)
+        yield rate
+        yield upper
+
+
 class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -78,6 +96,16 @@ class ProxyMetrics:
         self.episodes_skipped = Counter(
             "speedup_episodes_skipped", "Completions not stored, by reason", ["reason"], registry=r
         )
+        self.reuse_audits = Counter(
+            "speedup_reuse_audits",
+            "Reuses checked against a fresh backend answer, by outcome (agree, disagree)",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+
+    def watch_false_reuse(self, estimates: Callable[[], dict[str, tuple[float, float, int]]]) -> None:
+        """Gauges of the audited false-reuse rate and its 95% upper bound, per tenant."""
+        self.registry.register(_FalseReuseGauge(estimates))
 
     def watch_episodes(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_EpisodeGauge(counts))

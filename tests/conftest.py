@@ -119,6 +119,8 @@ def start_proxy(proxy_encoder: TextEncoder, tmp_path: Path) -> Iterator[ProxyFac
             "data_dir": str(data_dir or tmp_path / "memory"),
             "memory_deadline_ms": 5000,
             **overrides,
+            # Audits are random extra backend calls: off unless a test asks for them.
+            "policy": {"audit_rate": 0.0, **overrides.get("policy", {})},
         }
         settings = load_settings(flags=flags, environ={})
         container = build_container(settings, encoder=encoder_override or proxy_encoder)

@@ -166,7 +166,7 @@ def test_lifecycle_timeouts_have_defaults_and_come_from_the_environment() -> Non
 
 
 def test_public_bind_is_allowed_once_keys_exist() -> None:
-    settings = load_settings(flags={"host": "0.0.0.0", "api_keys": {"k": "acme"}}, environ={})
+    settings = load_settings(flags={"host": "0.0.0.0", "api_keys": {"sk-acme-0123456789ab": "acme"}}, environ={})
     assert settings.authenticated
 
 

@@ -159,6 +159,17 @@ def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         "proxy-p99": (latency["proxy_added"]["p99"], fmt_latency(latency["proxy_added"]["p99"])),
         "episodes-total": (s["memory"]["total"], fmt_int(s["memory"]["total"])),
         "escalations": (t["escalations"], fmt_int(t["escalations"])),
+        **audit_tiles(t["reuse_audit"]),
+    }
+
+
+def audit_tiles(audit: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    trials = audit["agreements"] + audit["disagreements"]
+    return {
+        "false-reuse-rate": (audit["false_reuse_rate"], fmt_rate(audit["false_reuse_rate"])),
+        "false-reuse-upper": (audit["upper_bound"], fmt_rate(audit["upper_bound"])),
+        "audit-disagreements": (audit["disagreements"], fmt_int(audit["disagreements"])),
+        "audit-trials": (trials, fmt_int(trials)),
     }
 
 

@@ -65,7 +65,9 @@ def test_every_replica_flag_exists_in_the_cli_and_the_settings_load(services: di
         command = service["command"]
         args = parser.parse_args(command[1:])  # exits (fails the test) on an unknown flag
         config_source = mounts(service)[str(args.config)]
+        # The shipped keys are placeholders, refused on 0.0.0.0 unless the operator says so.
         flags = {"memory": args.memory, "backend_url": args.backend_url, "host": args.host, "port": args.port}
+        flags["allow_placeholder_keys"] = True
         env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
         settings = load_settings(ROOT / config_source, {**flags, "data_dir": args.data_dir}, environ=env)
         assert settings.host == "0.0.0.0" and settings.api_keys, name  # non-loopback needs keys

@@ -142,10 +142,10 @@ def test_rating_that_arrives_before_its_episode_is_not_lost(tmp_path: Path) -> N
     log = ResponseLog(tmp_path / "responses.sqlite3")
     log.record(_entry("early"))
     assert log.set_rating("t", "early", "bad").episode_id is None  # not written yet: pending
-    assert log.attach_episode("early", "ep_1").rating == "bad"  # the writer sees the rating
+    assert log.attach_episode("t", "early", "ep_1").rating == "bad"  # the writer sees the rating
 
     log.record(_entry("late"))
-    assert log.attach_episode("late", "ep_2").rating is None
+    assert log.attach_episode("t", "late", "ep_2").rating is None
     assert log.set_rating("t", "late", "bad").episode_id == "ep_2"  # feedback sees the episode
     assert log.set_rating("other", "late", "good") is None and log.get("other", "late") is None
 

@@ -64,7 +64,10 @@ def test_lesson_from_a_bad_answer_is_written_off_the_request_path_and_injected_f
     start_proxy: ProxyFactory, llama_url: str
 ) -> None:
     # The default mode stays exemplars: the request asks for `reflect`. One failure is enough for a lesson here.
-    proxy = start_proxy(llama_url, memory_modes={"reflection_max_tokens": 48, "min_cluster_size": 1})
+    proxy = start_proxy(
+        llama_url,
+        memory_modes={"reflection_max_tokens": 48, "min_cluster_size": 1, "request_override_tenants": ["local"]},
+    )
     costs: list[Any] = []
     proxy.container.reflection_listeners.append(costs.append)
     store = proxy.container.learning.reflections
@@ -219,7 +222,9 @@ def test_lesson_goes_after_the_system_prompt_or_becomes_one() -> None:
 
 
 def test_memory_mode_precedence_is_request_then_tenant_then_model() -> None:
-    modes = MemoryModes(default="none", tenants={"acme": "reflect"}, models={"qwen": "reflect_update"})
+    modes = MemoryModes(
+        default="none", tenants={"acme": "reflect"}, models={"qwen": "reflect_update"}, allow_request_override=True
+    )
     assert modes.resolve("acme", "qwen", "exemplars") == "exemplars"
     assert modes.resolve("acme", "qwen") == "reflect"
     assert modes.resolve("globex", "qwen") == "reflect_update"

@@ -300,7 +300,7 @@ def test_reflection_and_response_log_twins_do_not_run_on_the_event_loop_thread(t
         ("record", (entry("r1"),)),
         ("prune", ()),
         ("get", (TENANT, "r1")),
-        ("attach_episode", ("r1", "ep_1")),
+        ("attach_episode", (TENANT, "r1", "ep_1")),
         ("set_rating", (TENANT, "r1", "good")),
         ("note_scope", (TENANT, SCOPE, "model", [{"role": "system", "content": "be brief"}])),
         ("scopes", (TENANT,)),

@@ -9,7 +9,8 @@ from budget.reuse.compare import Comparison, compare
 from budget.reuse.context import same_context
 
 Reason = Literal[
-    "identical", "folded", "different_question", "different_context", "tools_need_identical", "below_similarity"
+    "identical", "folded", "different_question", "different_context", "tools_need_identical", "below_similarity",
+    "over_error_budget",
 ]  # fmt: skip
 
 
@@ -37,9 +38,9 @@ class ReuseVerdict:
     reason: Reason
 
 
-def judge(candidate: Candidate, asked: Asked, folded_similarity: float) -> ReuseVerdict:
+def judge(candidate: Candidate, asked: Asked, folded_similarity: float, folded_allowed: bool = True) -> ReuseVerdict:
     """Identical text (but for case and spacing) needs nothing more; a folded match also needs the
-    calibrated similarity."""
+    calibrated similarity and a scope whose audited false-reuse rate is within the budget."""
     if asked.has_tools and candidate.question != asked.question:
         return ReuseVerdict(False, "tools_need_identical")
     if candidate.context_fingerprint != asked.context_fingerprint and not same_context(
@@ -51,6 +52,8 @@ def judge(candidate: Candidate, asked: Asked, folded_similarity: float) -> Reuse
         return ReuseVerdict(True, "identical")
     if comparison.verdict == "different":
         return ReuseVerdict(False, "different_question")
+    if not folded_allowed:
+        return ReuseVerdict(False, "over_error_budget")
     if candidate.similarity < folded_similarity:
         return ReuseVerdict(False, "below_similarity")
     return ReuseVerdict(True, "folded")

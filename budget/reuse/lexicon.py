@@ -75,7 +75,7 @@ FRAMES = {
     "<count>": ("what is the number of", "how many", "what number of"),
     "<where>": ("where can i find", "where do i find", "where is", "where are"),
     "<when>": ("at what time", "what time", "when"),
-    "<want>": ("would like to", "want to", "wish to", "need to"),
+    "<want>": ("would like to", "want to", "wants to", "wanted to", "wish to", "wishes to", "need to"),
 }  # fmt: skip
 
 # Words and phrases with one meaning here, folded onto one form. Conservative on purpose: two words

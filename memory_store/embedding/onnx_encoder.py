@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from memory_store.embedding.embedder import MAX_ENCODED_CHARS
+
 APP_NAME = "speedup-proxy"
 CACHE_DIR_ENV = "SPEEDUP_CACHE_DIR"
 MAX_TOKENS = 256  # MiniLMEncoder's max_seq_length; tokenizer.json itself says 128
@@ -175,9 +177,11 @@ class OnnxMiniLMEncoder:
             if not self.model_path.is_file():
                 quantize_int8(fp32_path, self.model_path)
 
+        # No truncation in the tokenizer: it would also build every 256-token overflow window of
+        # the text (4,100 of them for 1.5 MB), kept on each encoding; `encode` cuts the ids itself.
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in the batch
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -197,8 +201,25 @@ class OnnxMiniLMEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        encodings = self._tokenizer.encode_batch(texts)
-        input_ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        input_ids, attention_mask = self.token_batch(texts)
         (vectors,) = self._session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
         return np.asarray(vectors, dtype=np.float32)
+
+    def token_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and attention mask, each row cut to MAX_TOKENS and padded to the longest row."""
+        encodings = self._tokenizer.encode_batch([text[:MAX_ENCODED_CHARS] for text in texts])
+        rows = [truncated_ids(e.ids) for e in encodings]
+        input_ids = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)  # 0 is [PAD]
+        attention_mask = np.zeros_like(input_ids)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row
+            attention_mask[i, : len(row)] = 1
+        return input_ids, attention_mask
+
+
+def truncated_ids(ids: list[int]) -> list[int]:
+    """`[CLS] ... [SEP]` cut to MAX_TOKENS the way the tokenizer's own truncation does: the text's
+    first tokens, then the closing [SEP]."""
+    if len(ids) <= MAX_TOKENS:
+        return ids
+    return [*ids[: MAX_TOKENS - 1], ids[-1]]

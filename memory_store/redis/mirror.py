@@ -121,10 +121,17 @@ class Mirror:
                 return None
             if self._by_content.get(entry.content_key) == episode_id:
                 del self._by_content[entry.content_key]
-            self._counts[entry.tenant] = self._counts.get(entry.tenant, 1) - 1
-            index = self._indexes.get((entry.tenant, entry.scope))
+            left = self._counts.get(entry.tenant, 1) - 1
+            if left > 0:
+                self._counts[entry.tenant] = left
+            else:
+                self._counts.pop(entry.tenant, None)
+            key = (entry.tenant, entry.scope)
+            index = self._indexes.get(key)
             if index is not None:
                 index.remove(episode_id)
+                if not len(index):  # ~1.7 KB even empty, and a client varying `seed` makes a scope per request
+                    del self._indexes[key]
             return entry
 
     def drop_tenant(self, tenant: str) -> int:
@@ -181,3 +188,8 @@ class Mirror:
 
     def tenants(self) -> list[str]:
         return sorted(t for t, n in list(self._counts.items()) if n > 0)
+
+    @property
+    def scope_count(self) -> int:
+        """Scopes with an index: those holding at least one entry."""
+        return len(self._indexes)

@@ -15,8 +15,10 @@ All require the admin key (`Authenticator.require_admin`). Episodes and lessons 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -24,6 +26,7 @@ from fastapi.responses import StreamingResponse
 from proxy.admin.service import AdminMemory, export_line
 from proxy.gateway.dependencies import admin_caller, required
 from proxy.gateway.errors import ProxyError
+from proxy.gateway.text import has_control_characters
 
 
 def admin_memory(request: Request) -> AdminMemory:
@@ -32,7 +35,16 @@ def admin_memory(request: Request) -> AdminMemory:
 
 Admin = Annotated[AdminMemory, Depends(admin_memory)]
 
-router = APIRouter(prefix="/admin", dependencies=[Depends(admin_caller)])
+
+def printable_tenant(request: Request) -> None:
+    """Every route's `{tenant}`: no control characters (they end up in headers, logs and file names)."""
+    tenant = request.path_params.get("tenant")
+    if tenant is not None and has_control_characters(tenant):
+        raise ProxyError(400, "a tenant name must not hold control characters", code="invalid_tenant", param="tenant")
+
+
+# The admin key is checked first: without it nothing of the request is looked at.
+router = APIRouter(prefix="/admin", dependencies=[Depends(admin_caller), Depends(printable_tenant)])
 
 
 def _not_found(kind: str, item: str, tenant: str) -> ProxyError:
@@ -111,12 +123,17 @@ async def export(tenant: str, admin: Admin) -> StreamingResponse:
         for item in sorted(episodes, key=lambda e: (e.created_at, e.id)):
             yield export_line(item, scopes).encode()
 
-    filename = f"{tenant}-episodes.jsonl".replace('"', "")
     return StreamingResponse(
         lines(),
         media_type="application/x-ndjson",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
+        headers={"content-disposition": attachment(f"{tenant}-episodes.jsonl")},
     )
+
+
+def attachment(filename: str) -> str:
+    """A content-disposition for any file name: an ASCII fallback, and the name itself per RFC 5987."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @router.delete("/tenants/{tenant}")

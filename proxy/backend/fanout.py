@@ -4,11 +4,10 @@ and merged where it makes one (llama.cpp); whether it can is probed once and rem
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from proxy.backend.client import OpenAIBackend
+from proxy.backend.client import BackendStream, OpenAIBackend
 from proxy.backend.stream import decode_events, prepend
 from proxy.gateway.errors import ProxyError
 
@@ -47,15 +46,14 @@ async def stream_fanout(backend: OpenAIBackend, body: dict[str, Any], n: int) ->
         for stream in streams:
             if not isinstance(stream, BaseException):
                 await stream.aclose()
-        raise failures[0] if isinstance(failures[0], ProxyError) else ProxyError(502, str(failures[0]))
+        first = failures[0]
+        raise first if isinstance(first, ProxyError) else ProxyError(502, str(first), code="backend_unavailable")
     queue: asyncio.Queue[tuple[int, dict[str, Any] | None | BaseException]] = asyncio.Queue()
 
-    async def pump(index: int, stream: Any) -> None:
+    async def pump(index: int, stream: BackendStream) -> None:
         try:
-            async for data in stream.events():
-                if data == "[DONE]":
-                    break
-                await queue.put((index, json.loads(data)))
+            async for chunk in decode_events(stream):
+                await queue.put((index, chunk))
             await queue.put((index, None))
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             await queue.put((index, error))
@@ -106,9 +104,17 @@ async def stream_choices(backend: OpenAIBackend, upstream: dict[str, Any], n: in
     """The chunks of a stream with n choices. Opened before returning, so that a backend
     error is raised here, while the client can still get a proper error response."""
     if n > 1 and backend.supports_n is False:
-        chunks = stream_fanout(backend, upstream, n)
-        first = await anext(chunks)
-        return prepend(first, chunks)
+        return await _started(stream_fanout(backend, upstream, n))
     if n > 1 or "n" in upstream:
         upstream = {**upstream, "n": n}
-    return decode_events(await backend.open_stream(upstream))
+    return await _started(decode_events(await backend.open_stream(upstream)))
+
+
+async def _started(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The chunks once the first has come: a backend that fails at once (an error event, a body that
+    is no stream) still gets the client a proper error response rather than a broken stream."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        raise ProxyError(502, "backend stream ended before its answer did", code="backend_incomplete") from None
+    return prepend(first, chunks)

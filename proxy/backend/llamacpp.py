@@ -58,6 +58,8 @@ class LlamaServerOptions:
     threads_batch: int | None = None  # None: same as threads
     alias: str = DEFAULT_ALIAS  # the model id shown by /v1/models
     metrics: bool = True  # expose Prometheus /metrics
+    # The model's Jinja chat template: llama.cpp's OpenAI tool calling (tools -> tool_calls) needs it.
+    jinja: bool = True
     extra_params: dict[str, Any] = field(default_factory=dict)  # xllamacpp.CommonParams fields, dotted
     log_path: Path | None = None  # default: <cache>/logs/llama-server.log (appended)
 
@@ -111,6 +113,7 @@ class EmbeddedLlamaServer:
             "--threads-batch", str(opts.threads_batch or opts.threads),
             "--alias", opts.alias,
             "--metrics" if opts.metrics else "--no-metrics",
+            "--jinja" if opts.jinja else "--no-jinja",
             "--ready-file", str(ready_file),
             "--parent-pid", str(os.getpid()),
             *(["--pdeathsig"] if from_main else []),

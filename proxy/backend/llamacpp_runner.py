@@ -64,6 +64,9 @@ def build_params(args: argparse.Namespace) -> Any:
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads_batch or args.threads
     params.endpoint_metrics = args.metrics
+    # Set, not left to the binding's default: without Jinja templates llama.cpp answers tool
+    # requests with the call written as text (finish_reason "stop", no tool_calls).
+    params.use_jinja = args.jinja
     if args.alias:
         params.model_alias = {args.alias}
     for item in args.param:
@@ -119,6 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads-batch", type=int, default=0)
     ap.add_argument("--alias", default="")
     ap.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--jinja", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--param", action="append", default=[], help="extra CommonParams field: NAME=JSON")
     ap.add_argument("--ready-file", type=Path, required=True)
     ap.add_argument("--parent-pid", type=int, default=0)

@@ -1,4 +1,4 @@
-"""API keys to tenants, and the admin key."""
+"""API keys to tenants, the admin key, and who may see the proxy's health details and metrics."""
 
 from __future__ import annotations
 
@@ -20,15 +20,24 @@ def bearer_token(request: Request) -> str | None:
 
 
 def _same(secret: str, token: str | None) -> bool:
-    return token is not None and hmac.compare_digest(secret.encode(), token.encode())
+    if not secret or not token:  # empty never matches; settings refuse empty keys, this holds if one slips in
+        return False
+    return hmac.compare_digest(secret.encode(), token.encode())
 
 
 class Authenticator:
-    """Who is calling: a tenant by its API key, and whether the caller holds the admin key."""
+    """Who is calling: a tenant by its API key, and whether the caller holds the admin key.
 
-    def __init__(self, api_keys: dict[str, str], admin_key: str | None) -> None:
+    protect_observability (None: on when api_keys are configured): /metrics and the details of
+    /healthz (backend URL, memory report) are for admins only.
+    """
+
+    def __init__(
+        self, api_keys: dict[str, str], admin_key: str | None, protect_observability: bool | None = None
+    ) -> None:
         self.api_keys = dict(api_keys)
         self.admin_key = admin_key
+        self.protect_observability = bool(api_keys) if protect_observability is None else protect_observability
 
     def tenant_for(self, request: Request) -> str:
         """The tenant of the caller; without configured keys everyone is the one local tenant."""
@@ -50,4 +59,12 @@ class Authenticator:
 
     def require_admin(self, request: Request) -> None:
         if not self.is_admin(request):
-            raise ProxyError(401 if bearer_token(request) is None else 403, "admin key required", code="admin_only")
+            raise ProxyError(401 if not bearer_token(request) else 403, "admin key required", code="admin_only")
+
+    def may_observe(self, request: Request) -> bool:
+        """Whether the caller may read metrics and health details."""
+        return not self.protect_observability or self.is_admin(request)
+
+    def require_observer(self, request: Request) -> None:
+        if not self.may_observe(request):
+            self.require_admin(request)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from proxy.gateway.errors import ProxyError, invalid
+from proxy.gateway.body import parse_json_object
+from proxy.gateway.errors import invalid
 from proxy.learning.memory_modes import MemoryMode
 
 ReuseControl = Literal["auto", "allow", "never"]
+MAX_TOKENS = 2**31 - 1  # backends keep token counts in 32-bit integers
 
 
 class ChatMessage(BaseModel):
@@ -18,10 +19,25 @@ class ChatMessage(BaseModel):
     role: str
     content: Any = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_or_parts(cls, content: Any) -> Any:
+        """A string, null, or a list of typed parts whose text parts hold strings (memory reads them)."""
+        if content is None or isinstance(content, str):
+            return content
+        if not isinstance(content, list):
+            raise ValueError("content must be a string, a list of content parts or null")
+        for part in content:
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise ValueError("each content part must be an object with a string 'type'")
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                raise ValueError("a text content part needs a string 'text'")
+        return content
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)  # strict: see ChatRequest
 
 
 class SpeedupOptions(BaseModel):
@@ -34,17 +50,21 @@ class SpeedupOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """The fields the proxy reads; everything else is kept verbatim in `body` for the backend."""
+    """The fields the proxy reads; everything else is kept verbatim in `body` for the backend.
+
+    The fields read are strict, as at OpenAI: `"stream": "false"` or `"temperature": "0"` is a 400,
+    so the value validated is always the value forwarded.
+    """
 
     model_config = ConfigDict(extra="allow")
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = "default"
-    stream: bool = False
+    stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=16)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
+    n: int = Field(1, ge=1, le=16, strict=True)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, strict=True)
+    temperature: float | None = Field(None, ge=0, le=2, strict=True)
     speedup: SpeedupOptions = Field(default_factory=SpeedupOptions)
 
     @property
@@ -58,12 +78,7 @@ class ChatRequest(BaseModel):
 
 def parse_chat_request(raw: bytes, headers: dict[str, str]) -> tuple[ChatRequest, dict[str, Any]]:
     """The validated view and the body to forward (without the proxy's own `speedup` field)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ProxyError(400, f"request body is not valid JSON: {error}", code="invalid_json") from error
-    if not isinstance(body, dict):
-        raise ProxyError(400, "request body must be a JSON object", code="invalid_request")
+    body = parse_json_object(raw)
     try:
         request = ChatRequest.model_validate(body)
     except ValidationError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
@@ -9,6 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 _TYPES = {
     400: "invalid_request_error",
@@ -78,7 +82,41 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     )
 
 
+class CatchAll:
+    """Any exception no handler took: a 500 in the envelope, logged, and the connection kept.
+
+    Starlette's last-resort handler answers and then re-raises, and uvicorn closes a kept-alive
+    connection on an exception, failing the next request of whoever pooled it. This middleware,
+    inside Starlette's, answers and swallows instead. A response already under way cannot be
+    turned into an error: that one is re-raised, and closing the connection is what ends it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except Exception:
+            log.exception("unexpected error in %s %r", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            envelope = error_envelope(500, "internal error in the proxy (logged)", code="internal_error")
+            await JSONResponse(envelope, status_code=500)(scope, receive, send)
+
+
 def install_error_handlers(app: Any) -> None:
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(CatchAll)

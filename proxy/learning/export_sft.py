@@ -60,6 +60,8 @@ def skip_reason(episode: Episode, include_unverified: bool = False) -> str | Non
         return "unverified"
     if episode.context_fingerprint != SINGLE_TURN:
         return "multi_turn"
+    if episode.question_capped:
+        return "question_cut"  # only its beginning is kept: not the question that was answered
     if not episode.question.strip() or not episode.answer.strip():
         return "empty"
     return None

@@ -14,12 +14,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memory_store.base import MemoryStore
 from memory_store.embedding.embedder import BatchingEmbedder
 from memory_store.episode import Episode, Usage
 from proxy.gateway.errors import ProxyError
+from proxy.gateway.text import has_control_characters_in_prose
 from proxy.learning.costs import LearningCounters
 from proxy.learning.response_log import ResponseEntry, ResponseLog
 from proxy.learning.service import Learning
@@ -34,7 +35,20 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     response_id: str = Field(min_length=1, max_length=200)
     rating: Literal["good", "bad"]
-    correction: str | None = Field(None, min_length=1, max_length=100_000)
+    correction: str | None = Field(None, max_length=100_000)
+
+    @field_validator("correction")
+    @classmethod
+    def _a_real_answer(cls, correction: str | None) -> str | None:
+        """Stripped, then checked: it becomes a gold answer, reused as it is."""
+        if correction is None:
+            return None
+        correction = correction.strip()
+        if not correction:
+            raise ValueError("a correction must not be empty or only whitespace")
+        if has_control_characters_in_prose(correction):
+            raise ValueError("a correction must not hold control characters other than tab and line breaks")
+        return correction
 
 
 class FeedbackResult(BaseModel):
@@ -102,9 +116,10 @@ class FeedbackService:
             tenant=entry.tenant,
             scope=entry.scope,
             question=entry.question,
+            question_digest=entry.question_digest,
             context_fingerprint=entry.context_fingerprint,
             context=entry.context,
-            answer=correction.strip(),
+            answer=correction,
             usage=Usage(completion_tokens=tokens, total_tokens=tokens),
             baseline_completion_tokens=original.baseline_completion_tokens if original is not None else tokens,
             baseline_seconds=original.baseline_seconds if original is not None else 0.0,

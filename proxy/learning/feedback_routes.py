@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
-from proxy.gateway.body import read_body
+from proxy.gateway.body import parse_json_object, read_body
 from proxy.gateway.dependencies import BodyLimit, Tenant, part
 from proxy.gateway.errors import ProxyError, invalid
 from proxy.learning.feedback import FeedbackRequest, FeedbackResult, FeedbackService
@@ -30,7 +30,7 @@ async def feedback(
 ) -> FeedbackResult:
     raw = await read_body(request, limit)
     try:
-        body = FeedbackRequest.model_validate_json(raw)
+        body = FeedbackRequest.model_validate(parse_json_object(raw))
     except ValidationError as error:
         raise invalid("feedback", error) from error
     if service is None:

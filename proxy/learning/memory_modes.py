@@ -10,6 +10,9 @@
 Lessons are written only for clusters with `min_cluster_size` episodes: question types that recur.
 
 Precedence: the request's `speedup.memory_mode` (when allowed) > `tenants` > `models` > `default`.
+A request's mode may cost backend calls (lessons), so it is honoured only for the tenants in
+`request_override_tenants`, or for every tenant with `allow_request_override: true`; for the others
+it is ignored and the configured mode is used (the `x-speedup-memory-mode` response header says which).
 """
 
 from __future__ import annotations
@@ -78,7 +81,10 @@ class MemoryModes(BaseModel):
     default: MemoryMode = "exemplars"
     tenants: dict[str, MemoryMode] = Field(default_factory=dict, description="tenant -> mode")
     models: dict[str, MemoryMode] = Field(default_factory=dict, description="request model name -> mode")
-    allow_request_override: bool = True
+    allow_request_override: bool = Field(False, description="every tenant may choose its mode per request")
+    request_override_tenants: list[str] = Field(
+        default_factory=list, description="tenants that may choose their mode per request"
+    )
     reflection_max_tokens: int = Field(80, ge=8, le=512, description="cap on a lesson (max_tokens and truncation)")
     cluster_similarity: float = Field(
         0.75, ge=0.0, le=1.0, description="cosine similarity to a cluster's centroid to belong to it"
@@ -90,8 +96,11 @@ class MemoryModes(BaseModel):
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     response_log_size: int = Field(100_000, ge=100, description="responses kept for feedback")
 
+    def may_override(self, tenant: str) -> bool:
+        return self.allow_request_override or tenant in self.request_override_tenants
+
     def resolve(self, tenant: str, model: str | None, requested: str | None = None) -> MemoryMode:
-        if requested is not None and self.allow_request_override:
+        if requested is not None and self.may_override(tenant):
             return requested  # type: ignore[return-value]
         if tenant in self.tenants:
             return self.tenants[tenant]

@@ -148,7 +148,7 @@ class Learning:
             changes["verifier"] = episode.verifier
         rating = None
         if account.response_id:
-            entry = await self.responses.aattach_episode(account.response_id, episode.id)
+            entry = await self.responses.aattach_episode(account.tenant, account.response_id, episode.id)
             rating = entry.rating if entry is not None else None
         newly_bad = False
         # A gold episode met here is a correction whose text this answer repeats: the correction wins.

@@ -24,6 +24,7 @@ from proxy.gateway.sse import DONE, event
 from proxy.learning.memory_modes import uses_episodes
 from proxy.metrics import ProxyMetrics
 from proxy.serving.accounting import Accounting, RequestLedger
+from proxy.serving.audit import ReuseAuditor
 from proxy.serving.background import BackgroundWork
 from proxy.serving.exemplars import inject_exemplars, with_budget
 from proxy.serving.learning_hooks import LearningHooks
@@ -43,6 +44,7 @@ class MemoryParts:
     writer: EpisodeWriter
     recall_k: int
     deadline_s: float
+    auditor: ReuseAuditor | None = None  # the error budget on live traffic
 
 
 @dataclass
@@ -113,7 +115,7 @@ class ChatPipeline:
         if key is not None and mode is not None and self.learning is not None:
             body, account.reflection_id = await self.learning.prepare(key, body, mode, recollection, decision)
         if decision.tier == "reuse":
-            return await self._reuse(request, account)
+            return await self._reuse(request, body, account)
         if request.stream:
             return await self._stream(request, body, key, recollection, account)
         return await self._complete(request, body, key, recollection, account)
@@ -129,9 +131,8 @@ class ChatPipeline:
         memory = self.memory
         return await recall(memory.embedder, memory.store, key, memory.recall_k, memory.deadline_s, self.metrics)
 
-    @staticmethod
     def _facts(
-        request: ChatRequest, key: MemoryKey | None, recollection: Recollection, mode: str | None
+        self, request: ChatRequest, key: MemoryKey | None, recollection: Recollection, mode: str | None
     ) -> RequestFacts:
         facts = RequestFacts(
             client_max_tokens=request.client_max_tokens,
@@ -145,14 +146,20 @@ class ChatPipeline:
             facts.context = key.context
             facts.has_tools = key.has_tools
             facts.reuse_allowed = reuse_allowed(request)
+            auditor = self.memory.auditor if self.memory is not None else None
+            facts.folded_reuse_allowed = auditor is None or auditor.estimate.folded_reuse_allowed(key.tenant, key.scope)
         return facts
 
     # -- reuse -------------------------------------------------------------------------------
 
-    async def _reuse(self, request: ChatRequest, account: Accounting) -> JSONResponse | StreamingResponse:
+    async def _reuse(
+        self, request: ChatRequest, body: dict[str, Any], account: Accounting
+    ) -> JSONResponse | StreamingResponse:
         source = account.decision.reuse_source
         assert source is not None and self.memory is not None
         self.background.spawn(self.memory.store.arecord_hit(source.tenant, source.id))
+        if self.memory.auditor is not None:
+            self.memory.auditor.maybe_audit(body, source, account.tenant, request.model)
         account.response_id = new_completion_id()
         account.usage = dict(ZERO_USAGE)
         self.ledger.finish(account)
@@ -184,8 +191,10 @@ class ChatPipeline:
         payload["usage"] = dict(account.usage)
         account.response_id = payload.get("id")
         self.ledger.finish(account)
+        # Rendered before it is remembered: an answer the client cannot get is never stored.
+        response = JSONResponse(payload, headers=account.headers())
         await self._conclude(key, recollection, payload, account)
-        return JSONResponse(payload, headers=account.headers())
+        return response
 
     async def _call(self, body: dict[str, Any], n: int, account: Accounting) -> dict[str, Any]:
         payload, seconds = await complete_choices(self.backend, body, n)
@@ -216,13 +225,14 @@ class ChatPipeline:
             "stream": True,
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         }
+        asked = time.perf_counter()
         try:
             source = await stream_choices(self.backend, upstream, decision.n)
         except ProxyError as error:
             self._backend_failed(error)
             raise
         return StreamingResponse(
-            self._relay(request, source, key, recollection, account),
+            self._relay(request, source, key, recollection, account, asked),
             media_type="text/event-stream",
             headers=account.headers(saved_tokens=0),
         )
@@ -234,8 +244,8 @@ class ChatPipeline:
         key: MemoryKey | None,
         recollection: Recollection,
         account: Accounting,
+        backend_started: float,
     ) -> AsyncIterator[bytes]:
-        backend_started = time.perf_counter()
         seen = _StreamSeen()
         booked = failed = False
         try:
@@ -249,9 +259,14 @@ class ChatPipeline:
                 yield event({**seen.template, "choices": [], "usage": dict(account.usage)})
             yield DONE
         except ProxyError as error:
+            # OpenAI's envelope as the last event and no [DONE]: the client knows the answer is broken.
             failed = True
             self._backend_failed(error)
             yield event(error.envelope())
+        except Exception:
+            failed = True
+            log.exception("relaying a stream failed")
+            yield event(ProxyError(500, "the proxy failed while streaming", code="internal_error").envelope())
         finally:
             if not booked:
                 self._book_stream(account, seen, backend_started)

@@ -55,6 +55,11 @@
     setTile("bad-rating-rate", t.bad_rating_rate, fmtRate(t.bad_rating_rate));
     setTile("bad-reuse", t.ratings.bad_reuse, fmtInt(t.ratings.bad_reuse));
     setTile("rated-reuse", t.ratings.rated_reuse, fmtInt(t.ratings.rated_reuse));
+    const audit = t.reuse_audit;
+    setTile("false-reuse-rate", audit.false_reuse_rate, fmtRate(audit.false_reuse_rate));
+    setTile("false-reuse-upper", audit.upper_bound, fmtRate(audit.upper_bound));
+    setTile("audit-disagreements", audit.disagreements, fmtInt(audit.disagreements));
+    setTile("audit-trials", audit.agreements + audit.disagreements, fmtInt(audit.agreements + audit.disagreements));
     setTile("latency-p50", t.latency_seconds.total.p50, fmtLatency(t.latency_seconds.total.p50));
     setTile("latency-p99", t.latency_seconds.total.p99, fmtLatency(t.latency_seconds.total.p99));
     setTile("proxy-p50", t.latency_seconds.proxy_added.p50, fmtLatency(t.latency_seconds.proxy_added.p50));

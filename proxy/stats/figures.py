@@ -98,6 +98,10 @@ def rating_increments(tier: str, rating: str) -> Increments:
     return {f"rated:{tier}": 1, f"bad:{tier}": bad} if bad else {f"rated:{tier}": 1}
 
 
+def audit_increments(agreed: bool) -> Increments:
+    return {"audit_agree": 1} if agreed else {"audit_disagree": 1}
+
+
 def reflection_increments(prompt_tokens: int, completion_tokens: int, model: str, pricing: Pricing) -> Increments:
     prompt_tokens, completion_tokens = max(0, prompt_tokens), max(0, completion_tokens)
     figures: Increments = {"reflection_tokens": prompt_tokens + completion_tokens}

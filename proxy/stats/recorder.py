@@ -14,6 +14,7 @@ from proxy.stats.figures import (
     TIERS,
     Increments,
     add_into,
+    audit_increments,
     rating_increments,
     reflection_increments,
     request_increments,
@@ -86,6 +87,13 @@ class StatsRecorder:
             self._add(tenant, reflection_increments(0, int(tokens), model, self.pricing))
         except Exception as error:  # noqa: BLE001
             log.warning("stats: reflection tokens not recorded: %s", error)
+
+    def record_audit(self, tenant: str, agreed: bool) -> None:
+        """One reuse checked against a fresh answer (proxy/serving/audit.py)."""
+        try:
+            self._add(tenant, audit_increments(agreed))
+        except Exception as error:  # noqa: BLE001
+            log.warning("stats: audit not recorded: %s", error)
 
     def reflection_spent(self, cost: Any) -> None:
         """Listener for proxy.learning.reflection_writer.ReflectionCost (tenant, prompt_tokens, completion_tokens)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from budget.reuse.audit import wilson
 from proxy.stats.figures import LATENCY_BOUNDS, PROXY_LATENCY, TIERS, TOTAL_LATENCY, Increments, add_into, bucket_value
 from proxy.stats.store import Rows
 
@@ -69,6 +70,18 @@ def _latency(figures: Increments) -> dict[str, dict[str, float | None]]:
     return result
 
 
+def _audit(f: Increments) -> dict[str, Any]:
+    """Reuses checked against a fresh answer: counts, the false-reuse rate and its 95% upper bound."""
+    agree, disagree = int(f.get("audit_agree", 0)), int(f.get("audit_disagree", 0))
+    trials = agree + disagree
+    return {
+        "agreements": agree,
+        "disagreements": disagree,
+        "false_reuse_rate": _ratio(disagree, trials),
+        "upper_bound": round(wilson(disagree, trials)[1], 6) if trials else None,
+    }
+
+
 def net_tokens(f: Increments) -> float:
     return (
         f.get("saved_tokens", 0)
@@ -120,6 +133,7 @@ def totals(f: Increments, priced: bool) -> dict[str, Any]:
         "reuse_rate": _ratio(requests["reuse"], requests["total"]),
         "ratings": {"rated_reuse": rated_reuse, "bad_reuse": bad_reuse},
         "bad_rating_rate": _ratio(bad_reuse, rated_reuse),
+        "reuse_audit": _audit(f),
         "latency_seconds": _latency(f),
     }
 
