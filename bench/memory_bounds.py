@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.procs import stub_backend, wait_http
+from bench.procs import process, stub_backend
 from tests.conftest import free_port
 
 HUGE_CHARS = 1_500_000
@@ -158,24 +157,13 @@ def measure_episodes(base_url: str, rss: Callable[[], int], count: int, own_scop
 def proxy_process(backend_url: str, workdir: Path, capacity: int | None) -> Iterator[tuple[str, int]]:
     """A proxy process with local memory in `workdir`: yields its base URL and pid."""
     port = free_port()
-    env = dict(os.environ)
-    if capacity is not None:
-        env["SPEEDUP_LIMITS__CAPACITY_PER_TENANT"] = str(capacity)
+    env = {} if capacity is None else {"SPEEDUP_LIMITS__CAPACITY_PER_TENANT": str(capacity)}
     args = [
         sys.executable, "-m", "proxy.cli", "serve", "--backend-url", backend_url, "--port", str(port),
         "--data-dir", str(workdir / "memory"), "--log-level", "warning",
     ]  # fmt: skip
-    with (workdir / "proxy.log").open("w") as log:
-        child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-            yield f"http://127.0.0.1:{port}/v1", child.pid
-        finally:
-            child.terminate()
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    with process(args, f"http://127.0.0.1:{port}/healthz", workdir / "proxy.log", env) as child:
+        yield f"http://127.0.0.1:{port}/v1", child.pid
 
 
 def run(huge: int, scopes: int, episodes: int, chars: int = HUGE_CHARS) -> dict[str, Any]:

@@ -26,12 +26,15 @@ def wait_http(url: str, timeout_s: float = 120.0) -> None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], health_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+def process(
+    args: list[str], health_url: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process, up once `health_url` answers; terminated (then killed) on exit."""
     with log.open("w") as out:
         child = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
             wait_http(health_url)
-            yield
+            yield child
         finally:
             child.terminate()
             try:
