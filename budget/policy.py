@@ -79,6 +79,7 @@ class Decision(BaseModel):
     tier: Tier
     similarity: float = 0.0
     reuse_source: Episode | None = None
+    reuse_reason: str = ""  # "identical" or "folded" (budget/reuse/judge.py): only folded reuses are audited
     exemplars: list[Episode] = Field(default_factory=list)
     look_alikes: frozenset[str] = frozenset()  # exemplars that are near-twins of another question
     max_tokens: int | None = None
@@ -105,12 +106,13 @@ class BudgetPolicy:
         best = usable[0].similarity if usable else 0.0
         if not facts.episodes_allowed:
             return self._cold(facts, best)
-        source = self._reuse_source(facts, usable)
+        source, reason = self._reuse_source(facts, usable)
         if source is not None:
             return Decision(
                 tier="reuse",
                 similarity=source.similarity,
                 reuse_source=source.episode,
+                reuse_reason=reason,
                 n=1,
                 estimated_cold_tokens=source.episode.baseline_completion_tokens,
                 estimated_cold_seconds=source.episode.baseline_seconds,
@@ -141,9 +143,10 @@ class BudgetPolicy:
     def _cold(facts: RequestFacts, similarity: float) -> Decision:
         return Decision(tier="cold", similarity=similarity, max_tokens=facts.client_max_tokens, n=facts.client_n)
 
-    def _reuse_source(self, facts: RequestFacts, neighbours: list[Neighbour]) -> Neighbour | None:
+    def _reuse_source(self, facts: RequestFacts, neighbours: list[Neighbour]) -> tuple[Neighbour | None, str]:
+        """The episode to serve and why: "identical" (also a cut question proven by its digest) or "folded"."""
         if not facts.reuse_allowed or facts.client_n != 1:
-            return None
+            return None, ""
         asked = Asked(facts.question, facts.context, facts.context_fingerprint, facts.has_tools)
         limit = facts.client_max_tokens
         for neighbour in neighbours:
@@ -153,14 +156,15 @@ class BudgetPolicy:
             if episode.question_capped or len(facts.question) > MAX_QUESTION_CHARS:
                 # Too long to compare word by word (or stored cut): only the very same text, by its digest.
                 if episode.asks(facts.question) and episode.context_fingerprint == facts.context_fingerprint:
-                    return neighbour
+                    return neighbour, "identical"
                 continue
             candidate = Candidate(
                 episode.question, tuple(episode.context), episode.context_fingerprint, neighbour.similarity
             )
-            if judge(candidate, asked, self.config.folded_similarity, facts.folded_reuse_allowed).reuse:
-                return neighbour
-        return None
+            verdict = judge(candidate, asked, self.config.folded_similarity, facts.folded_reuse_allowed)
+            if verdict.reuse:
+                return neighbour, verdict.reason
+        return None, ""
 
     def _guided_n(self, client_n: int, similarity: float) -> int:
         """Fewer samples on familiar questions: the closer the match, the fewer are needed."""

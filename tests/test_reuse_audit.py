@@ -68,13 +68,14 @@ def test_a_scope_whose_reuses_disagree_with_fresh_answers_loses_folded_reuse(sta
         # bound (20.6%) above the 1% budget, so the scope serves no more folded matches.
         assert served[0] == "reuse" and "reuse" not in served[1:]
         assert metric(proxy, "speedup_reuse_audits_total") == 1
-        assert tier(proxy, "How do I reset my password?") == "reuse"  # identical text stays reusable
+        # Identical text stays reusable, and is not audited: it cannot be a look-alike's answer.
+        assert tier(proxy, "How do I reset my password?") == "reuse"
         proxy.settle()
         totals = httpx.get(proxy.url + "/v1/speedup/stats").json()["totals"]
         audit = totals["reuse_audit"]
-        assert audit["agreements"] == 0 and audit["disagreements"] == 2
+        assert audit["agreements"] == 0 and audit["disagreements"] == 1
         assert audit["false_reuse_rate"] == 1.0 and audit["upper_bound"] == 1.0
-        assert totals["reflection_tokens"] == 16 * 2  # an audit's tokens count against the savings
+        assert totals["reflection_tokens"] == 16  # an audit's tokens count against the savings
         assert metric(proxy, "speedup_false_reuse_rate") == 1.0
     finally:
         backend.stop()

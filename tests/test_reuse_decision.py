@@ -146,3 +146,25 @@ def test_the_comparison_folds_only_what_cannot_change_the_answer() -> None:
         "Can I swap my aisle seat for a window seat?", "Can I swap my window seat for an aisle seat?"
     ).same
     assert not same_context([], ["user: I need to cancel my flight.", "assistant: Sure."])
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        (
+            "Is the deposit refunded if the booking is cancelled?",
+            "Is the booking cancelled if the deposit is refunded?",
+        ),
+        ("Am I charged if I cancel?", "Do I cancel if I am charged?"),
+        ("Will I be charged?", "When will I be charged?"),
+        ("Do I get charged for the trial?", "Did I get charged for the trial?"),
+        ("How do I transfer to my partner's account?", "How do I transfer my partner's account?"),
+        ("Is parking free?", "Is the park free?"),
+        ("Is training paid?", "Is the train paid?"),
+        ("How much is the team plan?", "How much is the plan?"),
+        ("Can I take out a loan?", "Can I withdraw a loan?"),
+        ("Can I pause my deliveries while I'm away?", "Can I stop my deliveries while I'm away?"),
+    ],
+)
+def test_a_changed_condition_tense_particle_or_word_form_is_never_folded(stored: str, asked: str) -> None:
+    assert not compare(stored, asked).same

@@ -15,6 +15,9 @@ from budget.reuse.text import Folded, fold, normalise_text
 
 Verdict = Literal["identical", "folded", "different"]
 
+MAX_COMPARED_CHARS = 2000  # longer questions are reused only when identical (or, cut, by digest)
+_MAX_TYPO_PAIRS = 10_000
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -62,15 +65,6 @@ def _is_typo(typed: str, meant: str) -> bool:
     return _edits(a, b) <= (1 if shorter < 8 else 2)
 
 
-def _inflection_of(typed: str, meant: str) -> bool:
-    """asking/ask, servicing/service, charges/charge: the same word in another form. Never -ed:
-    tense can change an answer ("Will I be charged" / "Was I charged")."""
-    for ending in ("ing", "es", "s"):
-        if typed.endswith(ending) and typed[: -len(ending)] in (meant, meant.rstrip("e")) and len(meant) >= 3:
-            return True
-    return False
-
-
 def _respell(asked: Folded, stored: Folded) -> Folded:
     """The asked question with each word that is a typo of a stored word spelled as stored."""
     vocabulary = set(stored.tokens)
@@ -78,9 +72,11 @@ def _respell(asked: Folded, stored: Folded) -> Folded:
     if not unknown:
         return asked
     candidates = sorted(vocabulary)
+    if len(unknown) * len(candidates) > _MAX_TYPO_PAIRS:
+        return asked  # a long text with many new words is not a typo'd repeat
     fixes: dict[str, str] = {}
     for token in unknown:
-        matches = [c for c in candidates if _is_typo(token, c) or _inflection_of(token, c) or _inflection_of(c, token)]
+        matches = [c for c in candidates if _is_typo(token, c)]
         if len(matches) == 1:
             fixes[token] = matches[0]
     if not fixes:
@@ -89,10 +85,12 @@ def _respell(asked: Folded, stored: Folded) -> Folded:
     return Folded(clauses=clauses, sequence=tuple(fixes.get(t, t) for t in asked.sequence))
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)
 def compare(stored: str, asked: str) -> Comparison:
     if normalise_text(stored) == normalise_text(asked):
         return Comparison("identical")
+    if max(len(stored), len(asked)) > MAX_COMPARED_CHARS:
+        return Comparison("different")  # too long to fold word by word on the request path
     a = fold(stored)
     b = _respell(fold(asked), a)
     if a.clauses == b.clauses or a.sequence == b.sequence:  # clause order, or punctuation only

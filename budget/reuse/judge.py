@@ -7,6 +7,7 @@ from typing import Literal
 
 from budget.reuse.compare import Comparison, compare
 from budget.reuse.context import same_context
+from budget.reuse.text import normalise_text
 
 Reason = Literal[
     "identical", "folded", "different_question", "different_context", "tools_need_identical", "below_similarity",
@@ -47,15 +48,14 @@ def judge(candidate: Candidate, asked: Asked, folded_similarity: float, folded_a
         list(candidate.context), list(asked.context)
     ):
         return ReuseVerdict(False, "different_context")
-    comparison = compare(candidate.question, asked.question)
-    if comparison.verdict == "identical":
+    if normalise_text(candidate.question) == normalise_text(asked.question):
         return ReuseVerdict(True, "identical")
-    if comparison.verdict == "different":
-        return ReuseVerdict(False, "different_question")
+    if candidate.similarity < folded_similarity:  # cheap checks first: folding is the costly one
+        return ReuseVerdict(False, "below_similarity")
     if not folded_allowed:
         return ReuseVerdict(False, "over_error_budget")
-    if candidate.similarity < folded_similarity:
-        return ReuseVerdict(False, "below_similarity")
+    if compare(candidate.question, asked.question).verdict == "different":
+        return ReuseVerdict(False, "different_question")
     return ReuseVerdict(True, "folded")
 
 

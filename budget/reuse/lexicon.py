@@ -38,8 +38,8 @@ DETERMINERS = frozenset("this that the which each every any no another one".spli
 # Courtesy and hesitation: removed wherever they stand.
 FILLER = frozenset(
     """hi hello hey hiya greetings please pls plz kindly thanks thank thx cheers um umm uh er erm ok okay
-    so well basically actually just quick question quickly hopefully regards dear team sir madam
-    folks guys there""".split()
+    so well basically actually just quick question quickly hopefully regards dear sir madam
+    folks guys there sorry wondering""".split()
 )
 # Multi-word filler, removed before the single words ("thanks in advance" keeps nothing).
 FILLER_PHRASES = (
@@ -74,7 +74,7 @@ FRAMES = {
     "<duration>": ("how much time", "how long"),
     "<count>": ("what is the number of", "how many", "what number of"),
     "<where>": ("where can i find", "where do i find", "where is", "where are"),
-    "<when>": ("at what time", "what time", "when"),
+    "<when>": ("at what time", "what time"),
     "<want>": ("would like to", "want to", "wants to", "wanted to", "wish to", "wishes to", "need to"),
 }  # fmt: skip
 
@@ -85,7 +85,7 @@ SYNONYM_PHRASES = {
     "at the moment": "now", "log in": "login", "sign in": "login", "log into": "login", "sign into": "login",
     "log on": "login", "log out": "logout", "sign out": "logout", "sign up": "register", "e mail": "email",
     "cell phone": "phone", "mobile phone": "phone", "send back": "return", "bring back": "return",
-    "take back": "return", "pick up": "collect", "turn on": "turnon", "switch on": "turnon",
+    "pick up": "collect", "turn on": "turnon", "switch on": "turnon",
     "turn off": "turnoff", "switch off": "turnoff", "cost less": "cheaper", "costs less": "cheaper",
     "less expensive": "cheaper", "least expensive": "cheapest", "more expensive": "dearer",
     "most expensive": "dearest", "go up": "increase", "goes up": "increase", "going up": "increase",
@@ -93,7 +93,7 @@ SYNONYM_PHRASES = {
     "has to": "must", "need to": "must", "needs to": "must", "get charged": "charged", "be charged": "charged",
     "money off": "discount", "take away": "remove", "dispose of": "remove", "in progress": "processing",
     "being processed": "processing", "next step": "next", "what happens after": "next",
-    "hand over": "transfer", "take out": "withdraw", "roll over": "carryover", "carry over": "carryover",
+    "hand over": "transfer", "roll over": "carryover", "carry over": "carryover",
 }  # fmt: skip
 SYNONYMS = {
     "purchase": "buy", "purchases": "buys", "purchased": "bought",
@@ -121,7 +121,7 @@ SYNONYMS = {
     "booking": "book", "cancelling": "cancel", "canceling": "cancel", "changing": "change",
     "ordering": "order", "delete": "remove", "deleted": "removed", "kids": "children", "kid": "child",
     "reservation": "booking", "reservations": "bookings", "raise": "increase", "challenge": "dispute",
-    "depart": "leave", "departs": "leaves", "convert": "change", "put": "set", "stop": "cancel",
+    "depart": "leave", "departs": "leaves", "convert": "change", "put": "set",
     "cancelled": "canceled", "colour": "color", "centre": "center",
     "organisation": "organization", "organisations": "organizations", "organise": "organize",
     "travelling": "traveling", "favourite": "favorite", "licence": "license", "programme": "program",
@@ -129,7 +129,7 @@ SYNONYMS = {
 }  # fmt: skip
 
 # Articles, auxiliaries and the like: a difference in them alone does not change a question.
-FUNCTION_WORDS = frozenset("a an the do does did is are be been am of it its there some any to".split())
+FUNCTION_WORDS = frozenset("a an the do does is are be been am of it its there some any".split())
 
 # Used only to stop the typo rule from turning a word into another word (or its opposite).
 NEGATIONS = frozenset("not no never none nothing nobody without except nor neither".split())

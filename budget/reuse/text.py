@@ -33,9 +33,12 @@ _BOUNDARY = frozenset(".,;:!?")
 # A clause starts at these: "Can I get a refund if my flight is cancelled?" has two clauses,
 # in either order; "from London to Paris" keeps its order inside one.
 _SUBORDINATORS = frozenset("unless because since while although though before after until".split())
-# Clause boundaries that carry nothing once the clauses are apart: "if" and "when" ask the same
-# here ("My policy renews in May, will the price go up?" = "Will it go up when my policy renews?").
-_JOINERS = frozenset("if when whenever once and but so then".split())
+# "if", "when", "whenever" and "once" open a condition: the clause they open keeps a marker, so that
+# "A if B" equals "If B, A" but never "B if A" (and "When will I be charged?" is not "Will I be charged?").
+_CONDITIONS = frozenset("if when whenever once".split())
+_CONDITION = "<if>"
+# Clause boundaries that carry nothing once the clauses are apart.
+_JOINERS = frozenset("and but so then".split())
 _UNITS = {"dollar": "usd", "dollars": "usd", "bucks": "usd", "percent": "%", "per cent": "%", "pct": "%"}
 
 
@@ -56,8 +59,8 @@ def _phrase_table() -> dict[tuple[str, ...], str]:
     for tag, phrases in FRAMES.items():
         table |= {tuple(p.split()): tag for p in phrases}
     table |= {tuple(p.split()): word for p, word in SYNONYM_PHRASES.items()}
-    table |= {tuple(p.split()): word for p, word in _UNITS.items() if " " in p}
-    return table
+    table |= {tuple(p.split()): word for p, word in _UNITS.items()}
+    return {phrase: word for phrase, word in table.items() if len(phrase) > 1}  # single words: _canonical
 
 
 _PHRASES = _phrase_table()
@@ -144,19 +147,19 @@ def _clauses(tokens: list[str]) -> tuple[tuple[str, ...], ...]:
     clauses: list[tuple[str, ...]] = []
     current: list[str] = []
     for token in tokens:
-        if token in _BOUNDARY or token in _SUBORDINATORS or token in _JOINERS:
+        if token in _BOUNDARY or token in _SUBORDINATORS or token in _JOINERS or token in _CONDITIONS:
             if current:
                 clauses.append(_canonical_clause(current))
-            current = [token] if token in _SUBORDINATORS else []
+            current = [token] if token in _SUBORDINATORS else [_CONDITION] if token in _CONDITIONS else []
         else:
             current.append(token)
     if current:
         clauses.append(_canonical_clause(current))
     # A clause left with only a subordinator ("..., and thanks!") carries nothing.
-    return tuple(sorted(c for c in clauses if not (len(c) == 1 and c[0] in _SUBORDINATORS)))
+    return tuple(sorted(c for c in clauses if not (len(c) == 1 and (c[0] in _SUBORDINATORS or c[0] == _CONDITION))))
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)  # a folded 2,000-character text is ~20 KB
 def fold(text: str) -> Folded:
     tokens = _canonical(_replace_phrases(_raw_tokens(text)))
     clauses = _clauses(tokens)

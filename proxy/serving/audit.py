@@ -59,7 +59,8 @@ class ReuseAuditor:
 
     async def _audit(self, body: dict[str, Any], source: Episode, tenant: str, model: str) -> None:
         try:
-            payload, _ = await complete_choices(self.backend, {**body, "stream": False}, 1)
+            fresh_body = {k: v for k, v in body.items() if k != "stream_options"} | {"stream": False}
+            payload, _ = await complete_choices(self.backend, fresh_body, 1)
             fresh = str(((payload.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
             agreed = await self._agree(fresh, source.answer)
         except Exception as error:  # noqa: BLE001 - an audit that fails tells nothing

@@ -158,7 +158,8 @@ class ChatPipeline:
         source = account.decision.reuse_source
         assert source is not None and self.memory is not None
         self.background.spawn(self.memory.store.arecord_hit(source.tenant, source.id))
-        if self.memory.auditor is not None:
+        if self.memory.auditor is not None and account.decision.reuse_reason == "folded":
+            # Only folded matches can be a look-alike's answer: identical text would dilute the rate.
             self.memory.auditor.maybe_audit(body, source, account.tenant, request.model)
         account.response_id = new_completion_id()
         account.usage = dict(ZERO_USAGE)
