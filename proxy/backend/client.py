@@ -120,12 +120,17 @@ def malformed(what: str) -> ProxyError:
     return ProxyError(502, backend_message(f"backend sent a malformed {what}"), code="backend_malformed")
 
 
-def _completion(raw: bytes) -> dict[str, Any]:
+def parsed(raw: bytes | str, model: type[BaseModel], what: str) -> dict[str, Any]:
+    """A backend's JSON (a completion or a stream event), checked against the fields the proxy reads."""
     try:
         payload = load_json(raw)
     except ValueError as error:
-        raise malformed("completion: not JSON") from error
-    return checked(payload, _Completion, "completion")
+        raise malformed(f"{what}: not JSON") from error
+    return checked(payload, model, what)
+
+
+def _completion(raw: bytes) -> dict[str, Any]:
+    return parsed(raw, _Completion, "completion")
 
 
 class _Attempt:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, NonNegativeInt
 
-from proxy.backend.client import BackendStream, BackendUsage, checked, load_json, malformed
+from proxy.backend.client import BackendStream, BackendUsage, parsed
 from proxy.gateway.errors import ProxyError
 
 
@@ -51,11 +51,7 @@ class _Progress:
 
 
 def parse_chunk(data: str) -> dict[str, Any]:
-    try:
-        payload = load_json(data)
-    except ValueError as error:
-        raise malformed("stream event: not JSON") from error
-    return checked(payload, _Chunk, "stream event")
+    return parsed(data, _Chunk, "stream event")
 
 
 async def decode_events(stream: BackendStream) -> AsyncIterator[dict[str, Any]]:
