@@ -1,10 +1,11 @@
-"""Tool calls through the proxy: a backend's `tool_calls` reach the client unchanged, and a
-tool-call answer is never remembered as a text episode.
+"""Tool calls through the proxy: a backend's `tool_calls` reach the client unchanged, a call the
+model wrote as text comes back as `tool_calls`, and a tool-call answer is never remembered as a text
+episode.
 
 The default backend (the embedded llama.cpp) runs with Jinja chat templates, which its OpenAI
-tool-call parsing needs; but the bundled build still returns the 0.5B model's call as text (see
-`test_the_embedded_model_returns_real_tool_calls`), so the proxy's half is also checked against a
-backend that answers with a tool call the way llama.cpp's server does when its parser works.
+tool-call parsing needs; but the bundled build returns the 0.5B model's call as text, which the proxy
+recovers (`proxy/backend/tool_calls.py`). The pass-through half is checked against a backend that
+answers with a tool call the way llama.cpp's server does when its parser works.
 """
 
 from __future__ import annotations
@@ -70,17 +71,46 @@ def test_the_embedded_server_runs_with_jinja_chat_templates() -> None:
     assert build_params(parse_args([*common, "--no-jinja"])).use_jinja is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="xllamacpp 2026.10.11549 (the newest): a named tool_choice is downgraded to 'auto' ('Wrong type "
-    "supplied for parameter tool_choice'), 'required' is not enforced by its grammar (llama.cpp issue 27217), "
-    "and under 'auto' the 0.5B model writes the call without its <tool_call> tags, so it comes back as text",
-)
 def test_the_embedded_model_returns_real_tool_calls(start_proxy: ProxyFactory, llama_url: str) -> None:
-    # Forced, "required": left to choose, the 0.5B model may answer in prose; forcing a call makes
-    # the test about the format (tool_calls, finish_reason), not about the model's choice.
+    # "auto": the bundled build does not enforce "required", under which the 0.5B model rambles on
+    # after the call; left to choose, it answers this question with the call alone.
     proxy = start_proxy(llama_url)
-    assert_a_weather_call_and_no_episode(proxy, ask_for_the_weather(proxy, "required"))
+    assert_a_weather_call_and_no_episode(proxy, ask_for_the_weather(proxy, "auto"))
+
+
+def test_a_streamed_tool_call_reassembles_and_leaves_no_episode(start_proxy: ProxyFactory, llama_url: str) -> None:
+    proxy = start_proxy(llama_url)
+    stream = proxy.client().chat.completions.create(
+        model="qwen",
+        messages=[{"role": "user", "content": QUESTION}],
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice="auto",
+        max_tokens=64,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    content, finish, usage = "", None, None
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+            for delta in choice.delta.tool_calls or []:
+                call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] += delta.id or ""
+                call["name"] += (delta.function and delta.function.name) or ""
+                call["arguments"] += (delta.function and delta.function.arguments) or ""
+    assert finish == "tool_calls" and content == ""
+    assert list(calls) == [0] and calls[0]["id"].startswith("call_") and calls[0]["name"] == "get_weather"
+    assert "paris" in json.loads(calls[0]["arguments"])["city"].lower()
+    assert usage is not None and usage.completion_tokens > 0
+    proxy.settle()
+    memory = proxy.container.memory
+    assert memory is not None and memory.count() == 0
+    registry = proxy.container.metrics.registry
+    assert registry.get_sample_value("speedup_episodes_skipped_total", {"reason": "finish_tool_calls"}) == 1
 
 
 def tool_calling_backend() -> FastAPI:

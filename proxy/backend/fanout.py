@@ -9,6 +9,7 @@ from typing import Any
 
 from proxy.backend.client import BackendStream, OpenAIBackend
 from proxy.backend.stream import decode_events, prepend
+from proxy.backend.tool_calls import callable_names, recover_completion, recover_stream
 from proxy.gateway.errors import ProxyError
 
 
@@ -84,7 +85,13 @@ async def stream_fanout(backend: OpenAIBackend, body: dict[str, Any], n: int) ->
 
 
 async def complete_choices(backend: OpenAIBackend, body: dict[str, Any], n: int) -> tuple[dict[str, Any], float]:
-    """One completion with n choices, and the seconds spent waiting on the backend."""
+    """One completion with n choices, and the seconds spent waiting on the backend; a choice that is
+    a tool call written as text comes back as tool_calls."""
+    payload, seconds = await _complete(backend, body, n)
+    return recover_completion(payload, body), seconds
+
+
+async def _complete(backend: OpenAIBackend, body: dict[str, Any], n: int) -> tuple[dict[str, Any], float]:
     if n > 1 and backend.supports_n is False:
         return await complete_fanout(backend, body, n)
     send = {**body, "n": n} if (n > 1 or "n" in body) else body
@@ -101,8 +108,14 @@ async def complete_choices(backend: OpenAIBackend, body: dict[str, Any], n: int)
 
 
 async def stream_choices(backend: OpenAIBackend, upstream: dict[str, Any], n: int) -> AsyncIterator[dict[str, Any]]:
-    """The chunks of a stream with n choices. Opened before returning, so that a backend
-    error is raised here, while the client can still get a proper error response."""
+    """The chunks of a stream with n choices, a tool call written as text sent as tool_calls. Opened
+    before returning, so that a backend error is raised here, while the client can still get a proper
+    error response."""
+    chunks = await _open_stream(backend, upstream, n)
+    return recover_stream(chunks, upstream) if callable_names(upstream) else chunks
+
+
+async def _open_stream(backend: OpenAIBackend, upstream: dict[str, Any], n: int) -> AsyncIterator[dict[str, Any]]:
     if n > 1 and backend.supports_n is False:
         return await _started(stream_fanout(backend, upstream, n))
     if n > 1 or "n" in upstream:
