@@ -1,9 +1,10 @@
 """Reflections: short lessons written by the model, one per cluster of similar questions.
 
 Kept in SQLite next to local memory (also when episodes live in Redis), searched in
-process with one FAISS index per tenant, scope and kind of lesson. Like the memory stores,
-every method has an async twin (`a` + name) that runs it off the event loop, and the
-reflections handed out are copies.
+process with one FAISS index per tenant, scope and kind of lesson. An index goes with its
+last reflection: each costs ~1.7 KB even empty, and a client varying `seed` makes a scope per
+request. Like the memory stores, every method has an async twin (`a` + name) that runs it
+off the event loop, and the reflections handed out are copies.
 """
 
 from __future__ import annotations
@@ -102,11 +103,26 @@ class ReflectionStore:
             self._index(reflection).add(reflection.id, np.frombuffer(blob, dtype=np.float32))
 
     def _index(self, reflection: Reflection) -> ScopeIndex:
-        key = (reflection.tenant, reflection.scope, reflection.kind)
+        key = _key(reflection)
         index = self._indexes.get(key)
         if index is None:
             index = self._indexes[key] = ScopeIndex(self.dim)
         return index
+
+    def _unindex(self, reflection: Reflection) -> None:
+        """Take the reflection out of its index, and the index with it when it was the last."""
+        key = _key(reflection)
+        index = self._indexes.get(key)
+        if index is None:
+            return
+        index.remove(reflection.id)
+        if not len(index):
+            del self._indexes[key]
+
+    @property
+    def index_count(self) -> int:
+        """Tenant, scope and kind triples with an index: those holding at least one reflection."""
+        return len(self._indexes)
 
     def nearest(
         self, tenant: str, scope: str, kind: str, vector: np.ndarray, k: int = 1
@@ -141,6 +157,9 @@ class ReflectionStore:
                     reflection.updated_at,
                 ),
             )
+            held = self._items.get(reflection.id)
+            if held is not None and _key(held) != _key(reflection):
+                self._unindex(held)
             index = self._index(reflection)
             index.remove(reflection.id)
             index.add(reflection.id, vector)
@@ -163,9 +182,7 @@ class ReflectionStore:
                 return False
             self._db.execute("DELETE FROM reflections WHERE id = ?", (reflection_id,))
             del self._items[reflection_id]
-            index = self._indexes.get((reflection.tenant, reflection.scope, reflection.kind))
-            if index is not None:
-                index.remove(reflection_id)
+            self._unindex(reflection)
             return True
 
     def list_reflections(
@@ -237,6 +254,10 @@ class ReflectionStore:
 
     async def atenants(self) -> list[str]:
         return await run_blocking(self.tenants)
+
+
+def _key(reflection: Reflection) -> tuple[str, str, str]:
+    return reflection.tenant, reflection.scope, reflection.kind
 
 
 def _copy(reflection: Reflection) -> Reflection:

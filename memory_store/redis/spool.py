@@ -1,10 +1,12 @@
 """The spool: writes that could not reach Redis, kept on local disk until it is back.
 
 Append-only JSONL, one record per write ({"op": "add", "episode", "vector"}, "update",
-"delete", "drop"). A flush renames the file aside, replays it in order and deletes it only
-when every record went through; a failed or interrupted flush is replayed later. Replays
-are harmless because every Redis write is idempotent (adds by content_key), so each
-spooled episode ends up in Redis exactly once even across crashes.
+"delete", "drop"; "hits": hit counts still buffered when the memory closed). A flush renames
+the file aside, replays it in order and deletes it only when every record went through; a
+failed or interrupted flush is replayed later. Replays are harmless because every Redis write
+is idempotent (adds by content_key), so each spooled episode ends up in Redis exactly once
+even across crashes. Hit counts are the exception: approximate, a crash mid-replay may count
+them twice.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ Record = dict[str, Any]
 def add_record(episode: Episode, vector: np.ndarray) -> Record:
     raw = np.asarray(vector, dtype=np.float32).tobytes()
     return {"op": "add", "episode": episode.model_dump(mode="json"), "vector": base64.b64encode(raw).decode()}
+
+
+def hits_record(tenant: str, episode_id: str, delta: int) -> Record:
+    return {"op": "hits", "tenant": tenant, "id": episode_id, "delta": delta}
 
 
 def record_vector(record: Record) -> np.ndarray:

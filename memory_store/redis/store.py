@@ -37,7 +37,7 @@ from memory_store.redis.keys import RedisKeys
 from memory_store.redis.metrics import RedisMemoryCollector
 from memory_store.redis.mirror import Mirror, MirrorEntry
 from memory_store.redis.scripts import Scripts
-from memory_store.redis.spool import Record, Spool, add_record, record_vector
+from memory_store.redis.spool import Record, Spool, add_record, hits_record, record_vector
 
 log = logging.getLogger(__name__)
 
@@ -267,14 +267,21 @@ class RedisMemory(AsyncMemoryMethods):
 
     def _flush_before_close(self) -> None:
         """Write what the sync thread would have written next: spooled episodes and buffered hit counts.
-        With Redis down they stay where they are (the spool is on disk); the next start replays them."""
+        With Redis down they stay on disk (the hit counts join the spool); the next start replays them."""
         try:
             if self.spool.depth:
                 self.spool.flush(self._replay)
             if self._pending_hits:
                 self._flush_hits()
         except _REDIS_FAULTS as error:
+            self._spool_hits()
             log.warning("redis memory closed with unsent writes (spool %d): %s", self.spool.depth, error)
+
+    def _spool_hits(self) -> None:
+        with self._hits_lock:
+            pending, self._pending_hits = self._pending_hits, {}
+        for (tenant, episode_id), delta in pending.items():
+            self.spool.append(hits_record(tenant, episode_id, delta))
 
     def _direct(self) -> bool:
         """Write straight to Redis: it is up and nothing older waits in the spool."""
@@ -392,6 +399,8 @@ class RedisMemory(AsyncMemoryMethods):
             self._write_delete(self._slow, record["tenant"], record["id"], "api")
         elif op == "drop":
             self._drop_tenant(self._slow, record["tenant"])
+        elif op == "hits":
+            self._write_hits(self._slow, record["tenant"], record["id"], int(record["delta"]))
 
     def _flush_hits(self) -> None:
         with self._hits_lock:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +37,7 @@ from proxy.learning.memory_modes import MemoryModes
 log = logging.getLogger(__name__)
 
 Event = Literal["new", "failed"]
+ClusterKey = tuple[str, str, ReflectionKind]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,14 @@ class ReflectionCost:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class _KeyLock:
+    """A per-cluster-key lock and the writers holding or awaiting it (the entry goes when none is left)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 @dataclass
@@ -78,7 +88,27 @@ class ReflectionWriter:
         self.store = store
         self.config = config
         self.on_cost = on_cost
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._locks: dict[ClusterKey, _KeyLock] = {}
+
+    @property
+    def lock_count(self) -> int:
+        """Tenant, scope and kind triples with a writer at work or waiting."""
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def _writing(self, key: ClusterKey) -> AsyncIterator[None]:
+        """One writer per key at a time; the key's lock is dropped when its last writer leaves."""
+        held = self._locks.get(key)
+        if held is None:
+            held = self._locks[key] = _KeyLock()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._locks[key]
 
     async def learn(
         self, kind: ReflectionKind, episode: Episode, vector: np.ndarray, model: str | None, event: Event
@@ -87,8 +117,7 @@ class ReflectionWriter:
 
         Returns the cluster when a lesson was (re)written, else None.
         """
-        lock = self._locks.setdefault((episode.tenant, episode.scope, kind), asyncio.Lock())
-        async with lock:  # one writer per tenant, scope and kind: concurrent episodes cannot split a cluster
+        async with self._writing((episode.tenant, episode.scope, kind)):  # concurrent episodes cannot split a cluster
             cluster, joined = await self._join(kind, episode, vector)
             prompt = await self._prompt(kind, cluster, episode, joined, event)
             draft = None
