@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from budget.compute.plan import token_ladder
 from budget.reuse.judge import Asked, Candidate, is_look_alike, judge
 from memory_store.episode import MAX_QUESTION_CHARS, Episode, Neighbour
 
@@ -47,12 +48,16 @@ class PolicyConfig(BaseModel):
     guided_budget_margin: int = Field(48, ge=0)
     guided_min_tokens: int = Field(64, ge=1)
     default_max_tokens: int = Field(1024, ge=1)
+    # A guided answer cut off at its budget is retried at these multiples of it, then at the client's limit.
+    ladder_factors: list[float] = Field(default_factory=lambda: [2.0], max_length=4)
     lower_n: bool = True
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicyConfig:
         if self.guided_similarity > self.reuse_similarity:
             raise ValueError("guided_similarity must not exceed reuse_similarity")
+        if any(f <= 1.0 for f in self.ladder_factors) or self.ladder_factors != sorted(self.ladder_factors):
+            raise ValueError("ladder_factors must be increasing multiples above 1")
         return self
 
 
@@ -83,7 +88,11 @@ class Decision(BaseModel):
     exemplars: list[Episode] = Field(default_factory=list)
     look_alikes: frozenset[str] = frozenset()  # exemplars that are near-twins of another question
     max_tokens: int | None = None
+    # max_tokens of each attempt, in order: a call cut off at one rung is retried at the next.
+    ladder: list[int | None] = Field(default_factory=lambda: [None])
     n: int = 1
+    # 0 (nothing like it in memory) to 1 (answered before): the prior of adaptive compute (budget/compute/).
+    familiarity: float = 0.0
     estimated_cold_tokens: int = 0
     estimated_cold_seconds: float = 0.0
 
@@ -114,6 +123,7 @@ class BudgetPolicy:
                 reuse_source=source.episode,
                 reuse_reason=reason,
                 n=1,
+                familiarity=1.0,
                 estimated_cold_tokens=source.episode.baseline_completion_tokens,
                 estimated_cold_seconds=source.episode.baseline_seconds,
             )
@@ -128,20 +138,24 @@ class BudgetPolicy:
             math.ceil(needed * self.config.guided_budget_factor) + self.config.guided_budget_margin,
         )
         ceiling = facts.client_max_tokens or self.config.default_max_tokens
+        familiarity = self._familiarity(best, exemplars)
         return Decision(
             tier="guided",
             similarity=best,
             exemplars=exemplars,
             look_alikes=frozenset(e.id for e in exemplars if _look_alike(e, facts.question)),
             max_tokens=min(budget, ceiling),
-            n=self._guided_n(facts.client_n, best),
+            ladder=token_ladder(min(budget, ceiling), facts.client_max_tokens, self.config.ladder_factors),
+            n=self._guided_n(facts.client_n, familiarity),
+            familiarity=familiarity,
             estimated_cold_tokens=round(sum(e.baseline_completion_tokens for e in exemplars) / len(exemplars)),
             estimated_cold_seconds=sum(e.baseline_seconds for e in exemplars) / len(exemplars),
         )
 
     @staticmethod
     def _cold(facts: RequestFacts, similarity: float) -> Decision:
-        return Decision(tier="cold", similarity=similarity, max_tokens=facts.client_max_tokens, n=facts.client_n)
+        limit = facts.client_max_tokens
+        return Decision(tier="cold", similarity=similarity, max_tokens=limit, ladder=[limit], n=facts.client_n)
 
     def _reuse_source(self, facts: RequestFacts, neighbours: list[Neighbour]) -> tuple[Neighbour | None, str]:
         """The episode to serve and why: "identical" (also a cut question proven by its digest) or "folded"."""
@@ -166,12 +180,18 @@ class BudgetPolicy:
                 return neighbour, verdict.reason
         return None, ""
 
-    def _guided_n(self, client_n: int, similarity: float) -> int:
+    def _familiarity(self, similarity: float, exemplars: list[Episode]) -> float:
+        """How familiar a guided question is: by similarity between the guided and reuse floors, full
+        when every exemplar's answer was verified (rated good, gold, or passed the verifier)."""
+        if exemplars and all(e.rating in ("good", "gold") or e.verifier == "pass" for e in exemplars):
+            return 1.0
+        span = max(1e-6, self.config.reuse_similarity - self.config.guided_similarity)
+        return min(1.0, max(0.0, (similarity - self.config.guided_similarity) / span))
+
+    def _guided_n(self, client_n: int, familiarity: float) -> int:
         """Fewer samples on familiar questions: the closer the match, the fewer are needed."""
         if client_n <= 1 or not self.config.lower_n:
             return client_n
-        span = max(1e-6, self.config.reuse_similarity - self.config.guided_similarity)
-        familiarity = min(1.0, max(0.0, (similarity - self.config.guided_similarity) / span))
         return max(1, math.ceil(client_n * (1.0 - 0.5 * familiarity)))
 
 

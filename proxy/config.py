@@ -26,6 +26,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from budget.compute.plan import ComputeConfig
 from budget.policy import PolicyConfig
 from memory_store.limits import MemoryLimits
 from memory_store.redis.config import RedisOptions
@@ -143,6 +144,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     embedded: EmbeddedBackendSettings = Field(default_factory=EmbeddedBackendSettings)
     pricing: Pricing = Field(default_factory=Pricing)
     memory_modes: MemoryModes = Field(default_factory=MemoryModes)

@@ -24,16 +24,20 @@ from proxy.config import Settings
 from proxy.gateway.auth import Authenticator
 from proxy.learning.costs import LearningCosts, LearningCounters
 from proxy.learning.feedback import FeedbackService
+from proxy.learning.memory_modes import VerifierConfig
 from proxy.learning.reflection_writer import ReflectionWriter
 from proxy.learning.response_log import ResponseLog
 from proxy.learning.service import Learning
 from proxy.learning.verifier import Verifier
 from proxy.metrics import ProxyMetrics
 from proxy.serving.accounting import RequestLedger, RequestObserver
+from proxy.serving.adaptive import AdaptiveCompute
 from proxy.serving.audit import ReuseAuditor
 from proxy.serving.background import BackgroundWork
 from proxy.serving.pipeline import ChatPipeline, MemoryParts
+from proxy.serving.refine import RefineRunner
 from proxy.serving.remember import EpisodeWriter
+from proxy.serving.vote import VoteRunner
 from proxy.stats.factory import open_stats_store
 from proxy.stats.recorder import StatsRecorder
 from proxy.stats.routes import StatsSources
@@ -260,6 +264,7 @@ def _assemble(
         background=background,
         memory=memory_parts,
         learning=learned.learning if learned is not None else None,
+        compute=_adaptive_compute(settings, backend, embedder),
     )
     return AppContainer(
         settings=settings,
@@ -277,6 +282,18 @@ def _assemble(
         observers=observers,
         feedback_listeners=feedback_listeners,
         reflection_listeners=reflection_listeners,
+    )
+
+
+def _adaptive_compute(settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None) -> AdaptiveCompute:
+    configured = settings.memory_modes.verifier
+    # Refine checks with the operator's verifier, else asks the serving model about its own answer.
+    check = configured if configured.kind != "none" else VerifierConfig(kind="judge")
+    return AdaptiveCompute(
+        config=settings.compute,
+        vote=VoteRunner(backend, embedder, settings.compute.answer_similarity),
+        refine=RefineRunner(backend, Verifier(check, backend)),
+        open_by_default=not settings.api_keys,
     )
 
 

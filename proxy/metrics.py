@@ -67,7 +67,16 @@ class ProxyMetrics:
             registry=r,
         )
         self.escalations = Counter(
-            "speedup_escalations", "Guided calls cut off and retried with the full budget", ["tenant"], registry=r
+            "speedup_escalations",
+            "Guided calls cut off and retried at the next rung of the token ladder",
+            ["tenant"],
+            registry=r,
+        )
+        self.compute_units = Counter(
+            "speedup_compute_units",
+            "Adaptive compute: samples (vote) or rounds (refine) used, and skipped against the client's maximum",
+            ["tenant", "method", "kind"],
+            registry=r,
         )
         self.request_latency = Histogram(
             "speedup_request_latency_seconds",

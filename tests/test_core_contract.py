@@ -173,8 +173,11 @@ def test_tools_are_reused_only_for_the_identical_request(start_proxy: ProxyFacto
     assert reworded.headers["x-speedup-tier"] != "reuse"
 
 
-def test_guided_cut_off_escalates_once_to_client_budget(start_proxy: ProxyFactory) -> None:
-    long_answer = " ".join(["word"] * 120)
+@pytest.mark.parametrize(("words", "rungs"), [(120, [64, 128]), (300, [64, 128, 500])])
+def test_guided_cut_off_climbs_the_token_ladder_to_the_client_budget(
+    start_proxy: ProxyFactory, words: int, rungs: list[int]
+) -> None:
+    long_answer = " ".join(["word"] * words)
     stub = ServerThread(create_stub_app(answer=long_answer)).start()
     try:
         proxy = start_proxy(stub_url(stub))
@@ -187,8 +190,9 @@ def test_guided_cut_off_escalates_once_to_client_budget(start_proxy: ProxyFactor
         raw = chat(proxy, "Describe the return policy for boots.", temperature=0.5, max_tokens=500)
         assert raw.headers["x-speedup-tier"] == "guided"
         budgets = [body["max_tokens"] for body in stub.app.state.bodies]
-        assert budgets == [64, 500]
-        assert raw.parse().usage.completion_tokens == 64 + 120
+        assert budgets == rungs  # 1x, 2x the guided budget, then the client's limit; stops at the first fit
+        assert raw.headers["x-speedup-attempts"] == str(len(rungs))
+        assert raw.parse().usage.completion_tokens == sum(rungs[:-1]) + words  # every attempt is counted
         assert raw.parse().choices[0].finish_reason == "stop"
     finally:
         stub.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 DONE = b"data: [DONE]\n\n"
@@ -58,3 +58,9 @@ def completion_chunks(
             }
         )
     yield DONE
+
+
+async def iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """A body for StreamingResponse from events already made."""
+    for chunk in chunks:
+        yield chunk

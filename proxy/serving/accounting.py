@@ -7,12 +7,36 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from budget.policy import Decision
 from memory_store.scope import MemoryKey
 from proxy.metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ComputeUse:
+    """What adaptive compute (proxy/serving/vote.py, refine.py) spent, against the fixed method's cost.
+
+    `used` and `allowed` are samples for a vote, rounds for a refine; `unit_tokens` is the mean
+    completion tokens of a sample (or round) drawn, so the fixed method (all `allowed` of them)
+    is estimated at `unit_tokens * allowed`.
+    """
+
+    method: str
+    used: int
+    allowed: int
+    unit_tokens: float = 0.0
+    agreement: float | None = None  # vote: share of the samples that gave the chosen answer
+    confidence: float | None = None  # vote: the stopping rule's confidence in the majority
+    checks: int = 0  # refine: check calls (the model asked about its own answer)
+    tally: dict[str, int] | None = None  # vote: answer -> samples that gave it, most frequent first
+
+    @property
+    def skipped(self) -> int:
+        return max(0, self.allowed - self.used)
 
 
 @dataclass
@@ -27,6 +51,8 @@ class Accounting:
     last_usage: dict[str, Any] = field(default_factory=dict)
     backend_seconds: float = 0.0
     escalated: bool = False
+    attempts: int = 0  # backend calls of the token ladder (budget/compute/plan.py token_ladder)
+    compute: ComputeUse | None = None
     response_id: str | None = None
     total_seconds: float = 0.0
     model: str = ""
@@ -36,12 +62,20 @@ class Accounting:
     memory_key: MemoryKey | None = None
 
     @property
+    def fixed_units(self) -> int:
+        """Answers the fixed method makes for this request: all samples or rounds allowed, else n."""
+        return self.compute.allowed if self.compute is not None else self.client_n
+
+    @property
     def saved_tokens(self) -> int:
+        """Completion tokens saved against the same request answered cold with the fixed method."""
+        units = self.fixed_units
         if self.decision.tier == "reuse":
-            return self.decision.estimated_cold_tokens
+            return self.decision.estimated_cold_tokens * units
         if self.decision.tier == "guided":
-            cold = self.decision.estimated_cold_tokens * self.client_n
-            return max(0, cold - self.usage.get("completion_tokens", 0))
+            return max(0, self.decision.estimated_cold_tokens * units - self.completion_tokens)
+        if self.compute is not None:  # cold, but stopped early
+            return max(0, round(self.compute.unit_tokens * units) - self.completion_tokens)
         return 0
 
     @property
@@ -75,7 +109,27 @@ class Accounting:
                 "x-speedup-saved-tokens": str(self.saved_tokens if saved_tokens is None else saved_tokens),
             }
             | self._memory_headers()
+            | self._compute_headers()
         )
+
+    def _compute_headers(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        if self.attempts > 1:
+            found["x-speedup-attempts"] = str(self.attempts)
+        compute = self.compute
+        if compute is None:
+            return found
+        name = "x-speedup-samples" if compute.method == "vote" else "x-speedup-rounds"
+        found[name] = f"{compute.used}/{compute.allowed}"
+        if compute.agreement is not None:
+            found["x-speedup-agreement"] = f"{compute.agreement:.2f}"
+        if compute.confidence is not None:
+            found["x-speedup-vote-confidence"] = f"{compute.confidence:.3f}"
+        if compute.tally:
+            found["x-speedup-votes"] = ",".join(
+                f"{quote(key, safe='')}={count}" for key, count in compute.tally.items()
+            )
+        return found
 
     def _memory_headers(self) -> dict[str, str]:
         found = {"x-speedup-memory-mode": self.memory_mode, "x-speedup-reflection": self.reflection_id}
@@ -104,6 +158,10 @@ class RequestLedger:
         m.saved_tokens.labels(account.tenant, tier).inc(account.saved_tokens)
         m.saved_seconds.labels(account.tenant, tier).inc(account.saved_seconds)
         account.total_seconds = time.perf_counter() - account.started
+        if account.compute is not None:
+            method = account.compute.method
+            m.compute_units.labels(account.tenant, method, "used").inc(account.compute.used)
+            m.compute_units.labels(account.tenant, method, "skipped").inc(account.compute.skipped)
         m.request_latency.labels(tier).observe(account.total_seconds)
         m.proxy_latency.labels(tier).observe(max(0.0, account.total_seconds - account.backend_seconds))
         for observer in self.observers:

@@ -20,10 +20,11 @@ from proxy.backend.client import OpenAIBackend
 from proxy.backend.fanout import add_usage, complete_choices, stream_choices
 from proxy.gateway.chat_request import ChatRequest, parse_chat_request, reuse_allowed
 from proxy.gateway.errors import ProxyError
-from proxy.gateway.sse import DONE, event
+from proxy.gateway.sse import DONE, completion_chunks, event, iterate
 from proxy.learning.memory_modes import uses_episodes
 from proxy.metrics import ProxyMetrics
 from proxy.serving.accounting import Accounting, RequestLedger
+from proxy.serving.adaptive import AdaptiveCompute
 from proxy.serving.audit import ReuseAuditor
 from proxy.serving.background import BackgroundWork
 from proxy.serving.exemplars import inject_exemplars, with_budget
@@ -87,6 +88,7 @@ class ChatPipeline:
         background: BackgroundWork,
         memory: MemoryParts | None = None,
         learning: LearningHooks | None = None,
+        compute: AdaptiveCompute | None = None,
     ) -> None:
         self.backend = backend
         self.policy = policy
@@ -95,10 +97,13 @@ class ChatPipeline:
         self.background = background
         self.memory = memory
         self.learning = learning
+        self.compute = compute
 
     async def handle(self, raw: bytes, headers: dict[str, str], tenant: str) -> JSONResponse | StreamingResponse:
         started = time.perf_counter()
         request, body = parse_chat_request(raw, headers)
+        if request.adaptive:
+            self._adaptive_compute().check_allowed(tenant)
         key = self._memory_key(tenant, request, body)
         recollection = await self._recall(key)
         mode = self.learning.mode_for(tenant, request.model, request.speedup.memory_mode) if self.learning else None
@@ -115,10 +120,19 @@ class ChatPipeline:
         if key is not None and mode is not None and self.learning is not None:
             body, account.reflection_id = await self.learning.prepare(key, body, mode, recollection, decision)
         if decision.tier == "reuse":
+            if request.adaptive:
+                self._adaptive_compute().drew_nothing(request, account)
             return await self._reuse(request, body, account)
+        if request.adaptive:
+            return await self._adaptive(request, body, key, recollection, account)
         if request.stream:
             return await self._stream(request, body, key, recollection, account)
         return await self._complete(request, body, key, recollection, account)
+
+    def _adaptive_compute(self) -> AdaptiveCompute:
+        if self.compute is None:
+            raise ProxyError(400, "speedup samples and refine are not available here", code="option_not_allowed")
+        return self.compute
 
     def _memory_key(self, tenant: str, request: ChatRequest, body: dict[str, Any]) -> MemoryKey | None:
         if request.speedup.memory == "off" or self.memory is None:
@@ -181,11 +195,7 @@ class ChatPipeline:
         decision = account.decision
         send = _with_exemplars(body, decision)
         try:
-            payload = await self._call(with_budget(send, decision.max_tokens), decision.n, account)
-            if decision.tier == "guided" and _cut_off(payload) and _can_escalate(request, decision):
-                account.escalated = True
-                self.metrics.escalations.labels(account.tenant).inc()
-                payload = await self._call(send, decision.n, account)
+            payload = await self._laddered(send, account)
         except ProxyError as error:
             self._backend_failed(error)
             raise
@@ -194,6 +204,43 @@ class ChatPipeline:
         self.ledger.finish(account)
         # Rendered before it is remembered: an answer the client cannot get is never stored.
         response = JSONResponse(payload, headers=account.headers())
+        await self._conclude(key, recollection, payload, account)
+        return response
+
+    async def _laddered(self, send: dict[str, Any], account: Accounting) -> dict[str, Any]:
+        """The guided budget first; an answer cut off there is retried at the next rung (budget/compute/plan.py)."""
+        decision = account.decision
+        for attempt, rung in enumerate(decision.ladder):
+            if attempt:
+                account.escalated = True
+                self.metrics.escalations.labels(account.tenant).inc()
+            account.attempts += 1
+            payload = await self._call(with_budget(send, rung), decision.n, account)
+            if not _cut_off(payload):
+                break
+        return payload
+
+    # -- adaptive compute --------------------------------------------------------------------
+
+    async def _adaptive(
+        self,
+        request: ChatRequest,
+        body: dict[str, Any],
+        key: MemoryKey | None,
+        recollection: Recollection,
+        account: Accounting,
+    ) -> JSONResponse | StreamingResponse:
+        """A vote or a refine, answered whole; a stream gets the chosen answer once it is chosen."""
+        send = _with_exemplars(body, account.decision)
+        question = key.question if key is not None else ""
+        try:
+            payload = await self._adaptive_compute().answer(request, send, account.decision, question, account)
+        except ProxyError as error:
+            self._backend_failed(error)
+            raise
+        account.response_id = payload.get("id")
+        self.ledger.finish(account)
+        response = _render(request, payload, account.headers())
         await self._conclude(key, recollection, payload, account)
         return response
 
@@ -316,10 +363,21 @@ def _with_exemplars(body: dict[str, Any], decision: Decision) -> dict[str, Any]:
     return inject_exemplars(body, decision.exemplars, decision.look_alikes)
 
 
+def _render(request: ChatRequest, payload: dict[str, Any], headers: dict[str, str]) -> JSONResponse | StreamingResponse:
+    if not request.stream:
+        return JSONResponse(payload, headers=headers)
+    choice = (payload.get("choices") or [{}])[0]
+    content = (choice.get("message") or {}).get("content") or ""
+    chunks = completion_chunks(
+        str(payload.get("id") or new_completion_id()),
+        str(payload.get("model") or request.model),
+        int(payload.get("created") or time.time()),
+        content,
+        str(choice.get("finish_reason") or "stop"),
+        payload.get("usage") if request.include_usage else None,
+    )
+    return StreamingResponse(iterate(chunks), media_type="text/event-stream", headers=headers)
+
+
 def _cut_off(payload: dict[str, Any]) -> bool:
     return any(choice.get("finish_reason") == "length" for choice in payload.get("choices", []))
-
-
-def _can_escalate(request: ChatRequest, decision: Decision) -> bool:
-    limit = request.client_max_tokens
-    return decision.max_tokens is not None and (limit is None or decision.max_tokens < limit)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from memory_store.episode import Episode
 from proxy.gateway.chat_request import ChatRequest
-from proxy.gateway.sse import completion_chunks
+from proxy.gateway.sse import completion_chunks, iterate
 
 ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
@@ -26,7 +25,7 @@ def reuse_response(
     if request.stream:
         usage = ZERO_USAGE if request.include_usage else None
         chunks = completion_chunks(completion_id, request.model, created, source.answer, "stop", usage)
-        return StreamingResponse(_iterate(chunks), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(iterate(chunks), media_type="text/event-stream", headers=headers)
     payload = {
         "id": completion_id,
         "object": "chat.completion",
@@ -44,8 +43,3 @@ def reuse_response(
         "usage": dict(ZERO_USAGE),
     }
     return JSONResponse(payload, headers=headers)
-
-
-async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk

@@ -60,6 +60,13 @@
     setTile("false-reuse-upper", audit.upper_bound, fmtRate(audit.upper_bound));
     setTile("audit-disagreements", audit.disagreements, fmtInt(audit.disagreements));
     setTile("audit-trials", audit.agreements + audit.disagreements, fmtInt(audit.agreements + audit.disagreements));
+    const compute = t.adaptive_compute;
+    setTile("samples-used", compute.vote.samples_used, fmtInt(compute.vote.samples_used));
+    setTile("samples-allowed", compute.vote.samples_allowed, fmtInt(compute.vote.samples_allowed));
+    setTile("rounds-used", compute.refine.rounds_used, fmtInt(compute.refine.rounds_used));
+    setTile("rounds-allowed", compute.refine.rounds_allowed, fmtInt(compute.refine.rounds_allowed));
+    setTile("compute-saved-tokens", compute.saved_tokens, fmtInt(compute.saved_tokens));
+    setTile("refine-checks", compute.refine.checks, fmtInt(compute.refine.checks));
     setTile("latency-p50", t.latency_seconds.total.p50, fmtLatency(t.latency_seconds.total.p50));
     setTile("latency-p99", t.latency_seconds.total.p99, fmtLatency(t.latency_seconds.total.p99));
     setTile("proxy-p50", t.latency_seconds.proxy_added.p50, fmtLatency(t.latency_seconds.proxy_added.p50));

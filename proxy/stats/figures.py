@@ -49,16 +49,17 @@ def request_increments(account: Accounting, pricing: Pricing) -> Increments:
     tier = account.decision.tier
     saved_tokens = account.saved_tokens
     saved_seconds = account.saved_seconds
-    if tier == "cold" and (saved_tokens or saved_seconds):
+    stopped_early = account.compute is not None  # a cold vote or refine saves against the fixed method
+    if tier == "cold" and not stopped_early and (saved_tokens or saved_seconds):
         log.error("a cold request reported a saving (%s tokens); not counted", saved_tokens)
-    if tier == "cold":
+    if tier == "cold" and not stopped_early:
         saved_tokens, saved_seconds = 0, 0.0
     prompt = account.prompt_tokens
     completion = account.completion_tokens
     overspent_tokens = 0
     overspent_seconds = 0.0
     if tier == "guided":
-        cold_tokens = account.decision.estimated_cold_tokens * account.client_n
+        cold_tokens = account.decision.estimated_cold_tokens * account.fixed_units
         overspent_tokens = max(0, completion - cold_tokens)
         overspent_seconds = max(0.0, account.backend_seconds - account.decision.estimated_cold_seconds)
     esc_prompt = esc_completion = 0
@@ -83,7 +84,7 @@ def request_increments(account: Accounting, pricing: Pricing) -> Increments:
         "proxy_seconds": proxy_seconds,
         latency_field(TOTAL_LATENCY, account.total_seconds): 1,
         latency_field(PROXY_LATENCY, proxy_seconds): 1,
-    }
+    } | compute_increments(account, saved_tokens)
     price = pricing.price_for(account.model)
     if price is not None:
         figures["priced_requests"] = 1
@@ -91,6 +92,21 @@ def request_increments(account: Accounting, pricing: Pricing) -> Increments:
         net_completion = saved_tokens - overspent_tokens
         figures["money_saved"] = price.cost(0, net_completion) - price.cost(esc_prompt, 0)
     return {name: value for name, value in figures.items() if value}
+
+
+def compute_increments(account: Accounting, saved_tokens: int) -> Increments:
+    """Adaptive compute: samples or rounds used and allowed, and the tokens saved against the fixed method."""
+    compute = account.compute
+    if compute is None:
+        return {}
+    unit = "samples" if compute.method == "vote" else "rounds"
+    return {
+        f"{compute.method}_requests": 1,
+        f"{unit}_used": compute.used,
+        f"{unit}_allowed": compute.allowed,
+        "refine_checks": compute.checks,
+        "compute_saved_tokens": saved_tokens,
+    }
 
 
 def rating_increments(tier: str, rating: str) -> Increments:

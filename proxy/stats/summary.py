@@ -82,6 +82,21 @@ def _audit(f: Increments) -> dict[str, Any]:
     }
 
 
+def _adaptive(f: Increments) -> dict[str, Any]:
+    """Votes and refines: what they used of what the clients allowed, and what stopping early saved."""
+    summary: dict[str, Any] = {"saved_tokens": int(f.get("compute_saved_tokens", 0))}
+    for method, unit in (("vote", "samples"), ("refine", "rounds")):
+        used, allowed = int(f.get(f"{unit}_used", 0)), int(f.get(f"{unit}_allowed", 0))
+        summary[method] = {
+            "requests": int(f.get(f"{method}_requests", 0)),
+            f"{unit}_used": used,
+            f"{unit}_allowed": allowed,
+            "saved_share": _ratio(allowed - used, allowed),
+        }
+    summary["refine"]["checks"] = int(f.get("refine_checks", 0))
+    return summary
+
+
 def net_tokens(f: Increments) -> float:
     return (
         f.get("saved_tokens", 0)
@@ -134,6 +149,7 @@ def totals(f: Increments, priced: bool) -> dict[str, Any]:
         "ratings": {"rated_reuse": rated_reuse, "bad_reuse": bad_reuse},
         "bad_rating_rate": _ratio(bad_reuse, rated_reuse),
         "reuse_audit": _audit(f),
+        "adaptive_compute": _adaptive(f),
         "latency_seconds": _latency(f),
     }
 

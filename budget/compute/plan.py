@@ -1,0 +1,83 @@
+"""How much test-time compute a request gets: samples to vote over, refine rounds, a token ladder.
+
+Memory is the prior (Pan & Zhao, arXiv 2505.20643): the more familiar the question (the policy's
+`Decision.familiarity`), the lower the confidence a vote needs and the fewer rounds a refine may
+run; a reused question draws nothing at all. Never more than the client asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ComputeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The Beta rule's threshold (budget/compute/stopping.py): 0.90 ends a cold vote at 3 agreeing
+    # samples or 5 against 1; 0.85 a familiar one at 2 agreeing.
+    cold_confidence: float = Field(0.90, gt=0.5, lt=1.0)
+    familiar_confidence: float = Field(0.85, gt=0.5, lt=1.0)
+    max_samples: int = Field(16, ge=1, le=64, description="the most samples any request may ask for")
+    max_refine_rounds: int = Field(5, ge=1, le=16, description="the most refine rounds any request may ask for")
+    # Free-text answers (no final value to compare) agree from this cosine of their embeddings.
+    answer_similarity: float = Field(0.85, ge=0.0, le=1.0)
+    allow_per_request: bool | None = Field(
+        None, description="every tenant may ask for samples/refine; None: on when no api_keys are configured"
+    )
+    tenants: list[str] = Field(default_factory=list, description="tenants that may ask for samples/refine")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ComputeConfig:
+        if self.familiar_confidence > self.cold_confidence:
+            raise ValueError("familiar_confidence must not exceed cold_confidence")
+        return self
+
+    def allows(self, tenant: str, open_by_default: bool) -> bool:
+        """Extra samples and rounds cost money: off for tenants unless the operator enabled them."""
+        allowed = open_by_default if self.allow_per_request is None else self.allow_per_request
+        return allowed or tenant in self.tenants
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    max_samples: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class RefinePlan:
+    max_rounds: int
+
+
+def plan_samples(config: ComputeConfig, requested: int, familiarity: float) -> SamplePlan:
+    f = min(1.0, max(0.0, familiarity))
+    confidence = config.cold_confidence - f * (config.cold_confidence - config.familiar_confidence)
+    return SamplePlan(max_samples=min(requested, config.max_samples), confidence=confidence)
+
+
+def plan_rounds(config: ComputeConfig, requested: int, familiarity: float) -> RefinePlan:
+    """Up to half the rounds fewer on a fully familiar question: its first draft is more often right."""
+    f = min(1.0, max(0.0, familiarity))
+    allowed = min(requested, config.max_refine_rounds)
+    return RefinePlan(max_rounds=max(1, math.ceil(allowed * (1.0 - 0.5 * f))))
+
+
+def token_ladder(first: int | None, ceiling: int | None, factors: list[float]) -> list[int | None]:
+    """The max_tokens of each attempt: the budget, its multiples, then the ceiling (None: the backend's own).
+
+    A reasoning answer cut off at its budget is retried higher; every attempt is counted.
+    """
+    if first is None:
+        return [ceiling]
+    rungs: list[int | None] = [first]
+    for factor in factors:
+        rung = math.ceil(first * factor)
+        if ceiling is not None and rung >= ceiling:
+            break
+        rungs.append(rung)
+    if ceiling is None or ceiling > first:
+        rungs.append(ceiling)
+    return rungs

@@ -1,0 +1,122 @@
+"""Self-consistency with early stop: samples in waves, each answer reduced to a vote, the majority returned.
+
+Waves come from `complete_choices`, so a backend that makes n choices per call (vLLM) makes a
+wave in one call and one that rejects n>1 (llama.cpp) gets concurrent single calls. The stopping
+rule and the wave sizes are budget/compute/stopping.py's; the answer keys budget/compute/answers.py's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from budget.compute.answers import AnswerFormat, answer_key, votes_by_text
+from budget.compute.plan import SamplePlan
+from budget.compute.stopping import majority_confidence, next_wave, should_stop
+from budget.reuse.text import normalise_text
+from memory_store.embedding.embedder import BatchingEmbedder
+from proxy.backend.client import OpenAIBackend
+from proxy.backend.fanout import add_usage, complete_choices
+
+
+@dataclass
+class Ballot:
+    """The votes so far: each sample's key (None: abstained, e.g. cut off) and the free-text clusters."""
+
+    answer: AnswerFormat
+    similarity: float
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+    clusters: list[np.ndarray] = field(default_factory=list)
+
+    def tally(self) -> dict[str, int]:
+        return dict(Counter(k for k in self.keys if k is not None).most_common())
+
+    def counts(self) -> list[int]:
+        return list(self.tally().values())
+
+    def winner(self) -> tuple[int, float]:
+        """The index of the first sample of the most voted answer, and that answer's share of all samples."""
+        tally = self.tally()
+        if not tally:
+            return 0, 0.0
+        top = max(tally.values())
+        for index, key in enumerate(self.keys):
+            if key is not None and tally[key] == top:  # ties go to the earliest answer
+                return index, top / len(self.keys)
+        raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    payload: dict[str, Any]
+    drawn: int
+    agreement: float
+    confidence: float
+    chosen_usage: dict[str, int]
+    tally: dict[str, int]  # answer key -> samples that gave it, most frequent first
+
+
+class VoteRunner:
+    def __init__(self, backend: OpenAIBackend, embedder: BatchingEmbedder | None, answer_similarity: float) -> None:
+        self.backend = backend
+        self.embedder = embedder
+        self.answer_similarity = answer_similarity
+
+    async def run(
+        self, body: dict[str, Any], plan: SamplePlan, answer: AnswerFormat, usage: dict[str, int]
+    ) -> VoteResult:
+        """Draw until the rule stops or `plan.max_samples` are drawn; `usage` gets every sample's tokens."""
+        ballot = Ballot(answer=answer, similarity=self.answer_similarity)
+        template: dict[str, Any] = {}
+        per_sample: list[dict[str, int]] = []
+        while len(ballot.keys) < plan.max_samples:
+            remaining = plan.max_samples - len(ballot.keys)
+            wave = next_wave(ballot.counts(), plan.confidence, remaining)
+            payload, _ = await complete_choices(self.backend, body, wave)
+            template = template or payload
+            choices = list(payload.get("choices") or [])[:wave]
+            wave_usage = add_usage({}, payload.get("usage"))
+            add_usage(usage, wave_usage)
+            share = {name: value // max(1, len(choices)) for name, value in wave_usage.items()}
+            for choice in choices:
+                await self._cast(ballot, choice)
+                per_sample.append(share)
+            if not choices or should_stop(ballot.counts(), plan.confidence):
+                break
+        index, agreement = ballot.winner()
+        chosen = {**ballot.choices[index], "index": 0} if ballot.choices else {}
+        result = {**template, "choices": [chosen] if chosen else []}
+        return VoteResult(
+            payload=result,
+            drawn=len(ballot.keys),
+            agreement=agreement,
+            confidence=majority_confidence(ballot.counts()),
+            chosen_usage=per_sample[index] if per_sample else {},
+            tally=ballot.tally(),
+        )
+
+    async def _cast(self, ballot: Ballot, choice: dict[str, Any]) -> None:
+        ballot.choices.append(choice)
+        text = (choice.get("message") or {}).get("content")
+        if choice.get("finish_reason") != "stop" or not isinstance(text, str) or not text.strip():
+            ballot.keys.append(None)  # a cut-off or empty sample has no answer to vote with
+            return
+        key = answer_key(text, ballot.answer)
+        if key is None and votes_by_text(ballot.answer):
+            key = await self._text_key(ballot, text)
+        ballot.keys.append(key)
+
+    async def _text_key(self, ballot: Ballot, text: str) -> str:
+        """Free text votes for the first earlier answer it is close enough to, else starts its own."""
+        if self.embedder is None:
+            return "text:" + normalise_text(text)
+        vector = await self.embedder.embed(text)
+        for index, representative in enumerate(ballot.clusters):
+            if float(np.dot(vector, representative)) >= ballot.similarity:
+                return f"text:{index}"
+        ballot.clusters.append(vector)
+        return f"text:{len(ballot.clusters) - 1}"

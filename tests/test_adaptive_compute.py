@@ -1,0 +1,231 @@
+"""Adaptive compute on the real backend: votes stop early where the samples agree and not where they
+do not, return the majority, never draw more than the client allowed, draw fewer on familiar
+questions and none on reused ones, stream, and report every backend call's tokens; refine stops at
+the first passing check.
+
+A relay between the proxy and llama.cpp records every backend call, so the tests count calls and
+tokens themselves instead of trusting the proxy's headers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from budget.compute.answers import AnswerFormat, answer_key
+from tests.conftest import ProxyFactory, RunningProxy, ServerThread
+
+pytestmark = pytest.mark.timeout(900)
+
+EASY = "Tom has 3 apples and buys 4 more. How many apples does he have? End with 'Answer: <number>'."
+EASY_OTHER_NUMBERS = "Tom has 6 apples and buys 2 more. How many apples does he have? End with 'Answer: <number>'."
+CONTESTED = "Pick a random whole number between 1 and 1000. Reply with only 'Answer: <number>'."
+
+
+@dataclass
+class Relay:
+    """Forwards to the real backend and writes down each call's completion tokens."""
+
+    target: str
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> JSONResponse:
+            body = await request.json()
+            async with httpx.AsyncClient(timeout=600) as client:
+                reply = await client.post(self.target.rstrip("/") + "/chat/completions", json=body)
+            payload = reply.json()
+            choices = len(payload.get("choices") or []) if reply.status_code == 200 else 0
+            self.calls.append({"body": body, "usage": payload.get("usage") or {}, "choices": choices})
+            return JSONResponse(payload, status_code=reply.status_code)
+
+        return app
+
+    @property
+    def samples(self) -> int:
+        return sum(call["choices"] for call in self.calls)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(int(call["usage"].get("completion_tokens") or 0) for call in self.calls)
+
+
+@pytest.fixture
+def relay(llama_url: str) -> Any:
+    recorder = Relay(llama_url)
+    server = ServerThread(recorder.app()).start()
+    recorder.url = f"http://127.0.0.1:{server.port}/v1"  # type: ignore[attr-defined]
+    yield recorder
+    server.stop()
+
+
+def vote(proxy: RunningProxy, question: str, max_samples: int, temperature: float = 0.7) -> Any:
+    return proxy.client().chat.completions.with_raw_response.create(
+        model="qwen",
+        messages=[{"role": "user", "content": question}],
+        temperature=temperature,
+        max_tokens=96,
+        extra_body={"speedup": {"samples": {"max": max_samples, "mode": "vote"}}},
+    )
+
+
+def drawn(raw: Any) -> tuple[int, int]:
+    used, allowed = raw.headers["x-speedup-samples"].split("/")
+    return int(used), int(allowed)
+
+
+def tally(raw: Any) -> Counter[str]:
+    pairs = (item.rsplit("=", 1) for item in raw.headers["x-speedup-votes"].split(","))
+    return Counter({unquote(key): int(count) for key, count in pairs})
+
+
+@pytest.mark.parametrize("n_per_call", [None, False], ids=["waves-as-n", "waves-fanned-out"])
+def test_an_easy_question_stops_early_with_the_majority(
+    start_proxy: ProxyFactory, relay: Any, n_per_call: bool | None
+) -> None:
+    proxy = start_proxy(relay.url, memory="off", backend_supports_n=n_per_call)
+    raw = vote(proxy, EASY, 8)
+    completion = raw.parse()
+    used, allowed = drawn(raw)
+    assert allowed == 8 and used < 8, raw.headers  # stopped early
+    assert relay.samples == used
+    if n_per_call is False:  # a backend without n: one call per sample
+        assert len(relay.calls) == used and all(call["body"].get("n", 1) == 1 for call in relay.calls)
+    votes = tally(raw)
+    assert sum(votes.values()) <= used
+    winner, count = votes.most_common(1)[0]
+    assert answer_key(completion.choices[0].message.content, AnswerFormat()) == winner  # the majority is returned
+    assert float(raw.headers["x-speedup-agreement"]) == pytest.approx(count / used, abs=0.01)
+    assert completion.usage.completion_tokens == relay.completion_tokens  # every sample's tokens
+
+
+def test_a_contested_question_does_not_stop_early_and_never_exceeds_the_maximum(
+    start_proxy: ProxyFactory, relay: Any
+) -> None:
+    proxy = start_proxy(relay.url, memory="off")
+    raw = vote(proxy, CONTESTED, 5, temperature=1.3)
+    used, allowed = drawn(raw)
+    votes = tally(raw)
+    # Random numbers rarely repeat: the rule keeps drawing, up to the client's maximum and no further.
+    assert (used, allowed) == (5, 5), (raw.headers, votes)
+    assert relay.samples == 5
+    assert float(raw.headers["x-speedup-vote-confidence"]) < 0.9
+    assert raw.parse().usage.completion_tokens == relay.completion_tokens
+
+
+def test_a_familiar_question_draws_fewer_samples_and_a_reused_one_none(start_proxy: ProxyFactory, relay: Any) -> None:
+    proxy = start_proxy(relay.url)
+    cold = vote(proxy, EASY, 8)
+    assert cold.headers["x-speedup-tier"] == "cold"
+    proxy.settle()
+    before = relay.samples
+    familiar = vote(proxy, EASY_OTHER_NUMBERS, 8)
+    assert familiar.headers["x-speedup-tier"] == "guided", familiar.headers
+    assert drawn(familiar)[0] < drawn(cold)[0], (familiar.headers, cold.headers)
+    assert relay.samples - before == drawn(familiar)[0]
+    proxy.settle()
+    before = relay.samples
+    again = vote(proxy, EASY, 8)
+    assert again.headers["x-speedup-tier"] == "reuse"
+    assert drawn(again) == (0, 8) and relay.samples == before
+    assert again.parse().choices[0].message.content == cold.parse().choices[0].message.content
+
+
+def test_a_streamed_vote_streams_the_chosen_answer_with_every_samples_tokens(
+    start_proxy: ProxyFactory, relay: Any
+) -> None:
+    proxy = start_proxy(relay.url, memory="off")
+    raw = proxy.client().chat.completions.with_raw_response.create(
+        model="qwen",
+        messages=[{"role": "user", "content": EASY}],
+        temperature=0.7,
+        max_tokens=96,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"speedup": {"samples": {"max": 6}}},
+    )
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    used, _ = drawn(raw)
+    assert used == relay.samples and used <= 6
+    assert all(call["body"].get("stream") is not True for call in relay.calls)  # samples are drawn whole
+    assert answer_key(text, AnswerFormat()) == tally(raw).most_common(1)[0][0]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == relay.completion_tokens
+
+
+def test_the_header_twin_asks_for_a_vote(start_proxy: ProxyFactory, relay: Any) -> None:
+    proxy = start_proxy(relay.url, memory="off")
+    raw = proxy.client().chat.completions.with_raw_response.create(
+        model="qwen",
+        messages=[{"role": "user", "content": EASY}],
+        temperature=0.7,
+        max_tokens=96,
+        extra_headers={"X-Speedup-Samples": "vote:4"},
+    )
+    assert drawn(raw)[1] == 4 and drawn(raw)[0] == relay.samples
+
+
+def refine(proxy: RunningProxy, rounds: int) -> Any:
+    return proxy.client().chat.completions.with_raw_response.create(
+        model="qwen",
+        messages=[{"role": "user", "content": EASY}],
+        temperature=0,
+        max_tokens=96,
+        extra_body={"speedup": {"refine": {"max_rounds": rounds}}},
+    )
+
+
+def test_refine_stops_at_the_first_passing_check(start_proxy: ProxyFactory, relay: Any) -> None:
+    always = {"verifier": {"kind": "regex", "pattern": "."}}
+    proxy = start_proxy(relay.url, memory="off", memory_modes=always)
+    raw = refine(proxy, 3)
+    assert raw.headers["x-speedup-rounds"] == "1/3"
+    assert len(relay.calls) == 1  # a regex check costs no call; the draft passed, nothing revised
+
+
+def test_refine_revises_while_the_check_fails_up_to_the_maximum(start_proxy: ProxyFactory, relay: Any) -> None:
+    never = {"verifier": {"kind": "regex", "pattern": "(?!x)x"}}
+    proxy = start_proxy(relay.url, memory="off", memory_modes=never)
+    raw = refine(proxy, 3)
+    assert raw.headers["x-speedup-rounds"] == "3/3"
+    assert len(relay.calls) == 3
+    revision = relay.calls[-1]["body"]["messages"]
+    assert [m["role"] for m in revision] == ["user", "assistant", "user", "assistant", "user"]
+    assert raw.parse().usage.completion_tokens == relay.completion_tokens
+
+
+def test_refine_checks_with_the_model_and_counts_the_checks(start_proxy: ProxyFactory, relay: Any) -> None:
+    proxy = start_proxy(relay.url, memory="off")
+    raw = refine(proxy, 2)
+    rounds = int(raw.headers["x-speedup-rounds"].split("/")[0])
+    # Round 1 is checked by the model (a yes/no call); a "no" buys round 2, which is not checked.
+    assert len(relay.calls) == 2 * rounds
+    assert relay.calls[1]["body"]["max_tokens"] <= 16  # the check is a short yes/no call
+    assert raw.parse().usage.completion_tokens == relay.completion_tokens
+
+
+def test_samples_are_refused_for_a_tenant_not_enabled(start_proxy: ProxyFactory, relay: Any) -> None:
+    keys = {"api_keys": {"key-a": "acme", "key-b": "globex"}, "compute": {"tenants": ["acme"]}}
+    proxy = start_proxy(relay.url, memory="off", **keys)
+    body = {"speedup": {"samples": {"max": 3}}}
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        proxy.client("key-b").chat.completions.create(
+            model="qwen", messages=[{"role": "user", "content": EASY}], extra_body=body
+        )
+    assert refused.value.code == "option_not_allowed"
+    assert relay.calls == []
+    allowed = proxy.client("key-a").chat.completions.with_raw_response.create(
+        model="qwen", messages=[{"role": "user", "content": EASY}], max_tokens=64, extra_body=body
+    )
+    assert drawn(allowed)[1] == 3
