@@ -4,6 +4,7 @@ and merged where it makes one (llama.cpp); whether it can is probed once and rem
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,8 @@ from proxy.backend.client import BackendStream, OpenAIBackend
 from proxy.backend.stream import decode_events, prepend
 from proxy.backend.tool_calls import callable_names, recover_completion, recover_stream
 from proxy.gateway.errors import ProxyError
+
+log = logging.getLogger(__name__)
 
 
 def add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> dict[str, int]:
@@ -102,9 +105,21 @@ async def _complete(backend: OpenAIBackend, body: dict[str, Any], n: int) -> tup
             backend.supports_n = False
             return await complete_fanout(backend, body, n)
         raise
+    if n > 1 and _counts_one_choice(payload):
+        # llama.cpp's server makes n choices but reports the tokens of one: its usage would hide the
+        # cost of the others, so this answer is made again choice by choice, and so is every later one.
+        log.warning("the backend reports one choice's usage for n>1 (llama.cpp); fanning out from now on")
+        backend.supports_n = False
+        return await complete_fanout(backend, body, n)
     if n > 1:
         backend.supports_n = True
     return payload, seconds
+
+
+def _counts_one_choice(payload: dict[str, Any]) -> bool:
+    """llama.cpp's answers carry `timings`, whose `predicted_n` is the usage it reports: one choice's."""
+    timings = payload.get("timings")
+    return isinstance(timings, dict) and len(payload.get("choices") or []) > 1
 
 
 async def stream_choices(backend: OpenAIBackend, upstream: dict[str, Any], n: int) -> AsyncIterator[dict[str, Any]]:

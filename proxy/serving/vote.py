@@ -1,12 +1,13 @@
 """Self-consistency with early stop: samples in waves, each answer reduced to a vote, the majority returned.
 
-Waves come from `complete_choices`, so a backend that makes n choices per call (vLLM) makes a
-wave in one call and one that rejects n>1 (llama.cpp) gets concurrent single calls. The stopping
-rule and the wave sizes are budget/compute/stopping.py's; the answer keys budget/compute/answers.py's.
+A wave is that many concurrent single-choice calls, so it works the same on backends that make n
+choices per call (vLLM) and on those that reject n>1, and every sample's tokens are known. The
+stopping rule and the wave sizes are budget/compute/stopping.py's; the answer keys budget/compute/answers.py's.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from budget.compute.stopping import majority_confidence, next_wave, should_stop
 from budget.reuse.text import normalise_text
 from memory_store.embedding.embedder import BatchingEmbedder
 from proxy.backend.client import OpenAIBackend
-from proxy.backend.fanout import add_usage, complete_choices
+from proxy.backend.fanout import add_usage
 
 
 @dataclass
@@ -76,16 +77,18 @@ class VoteRunner:
         while len(ballot.keys) < plan.max_samples:
             remaining = plan.max_samples - len(ballot.keys)
             wave = next_wave(ballot.counts(), plan.confidence, remaining)
-            payload, _ = await complete_choices(self.backend, body, wave)
-            template = template or payload
-            choices = list(payload.get("choices") or [])[:wave]
-            wave_usage = add_usage({}, payload.get("usage"))
-            add_usage(usage, wave_usage)
-            share = {name: value // max(1, len(choices)) for name, value in wave_usage.items()}
-            for choice in choices:
-                await self._cast(ballot, choice)
-                per_sample.append(share)
-            if not choices or should_stop(ballot.counts(), plan.confidence):
+            # One call per sample, concurrently: each call's usage is exact (llama.cpp reports the usage
+            # of one choice for n>1), and any backend serves it; vLLM still shares the prompt's prefix cache.
+            calls = await asyncio.gather(*(self.backend.complete({**body, "n": 1}) for _ in range(wave)))
+            cast = len(ballot.keys)
+            for payload, _ in calls:
+                template = template or payload
+                sample_usage = add_usage({}, payload.get("usage"))
+                add_usage(usage, sample_usage)
+                for choice in list(payload.get("choices") or [])[:1]:
+                    await self._cast(ballot, choice)
+                    per_sample.append(sample_usage)
+            if len(ballot.keys) == cast or should_stop(ballot.counts(), plan.confidence):
                 break
         index, agreement = ballot.winner()
         chosen = {**ballot.choices[index], "index": 0} if ballot.choices else {}

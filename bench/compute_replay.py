@@ -1,0 +1,260 @@
+"""Adaptive compute on the replay: vote and refine against their fixed methods, per similarity level.
+
+    python -m bench.compute_replay [--groups 10] [--seed 0] [--methods vote refine] \\
+        [--out bench/results/compute-replay.json] [--png-dir docs/img]
+
+Starts the embedded llama.cpp server with the default model and, per pass, a proxy in front of it
+(fresh memory each), then sends the S0..S4 replay stream (bench/replay_dataset.py) through:
+
+vote (temperature 0.7, up to 8 samples):
+  fixed8-direct     8 samples per question straight to llama.cpp, majority by the bench
+  vote-nomem        `speedup.samples = {max: 8}` through the proxy, memory off
+  vote-mem          the same with memory on (the answer-format quality gate of bench.run_replay)
+refine (temperature 0, up to 3 rounds):
+  refine3-fixed     always 3 rounds: the proxy's refine with a check that never passes, memory off
+  refine-nomem      `speedup.refine = {max_rounds: 3}`, the model checks its own draft, memory off
+  refine-mem        the same with memory on
+
+One run, one pass after the other, on the same backend; the machine's load is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from openai import OpenAI
+
+from bench import replay
+from bench.probe_templates import DEFAULT_OUT as PROBE_FILE
+from bench.probe_templates import solvable
+from bench.procs import proxy
+from bench.replay_dataset import LEVELS, ReplayItem, build_replay_stream, extract_final_number, is_correct
+from proxy.config import Settings
+from proxy.container import start_embedded_backend
+
+VOTE_PASSES = ("fixed8-direct", "vote-nomem", "vote-mem")
+REFINE_PASSES = ("refine3-fixed", "refine-nomem", "refine-mem")
+NEVER = "(?!x)x"  # a regex no answer matches: every check fails, so every round is run
+
+
+def ask(
+    client: OpenAI, item: ReplayItem, max_tokens: int, temperature: float, speedup: dict[str, Any]
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    raw = client.chat.completions.with_raw_response.create(
+        model="qwen",
+        messages=replay.chat_messages(item.question),
+        temperature=temperature,
+        max_tokens=max_tokens,
+        extra_body={"speedup": speedup},
+    )
+    completion = raw.parse()
+    text = completion.choices[0].message.content or "" if completion.choices else ""
+    used = raw.headers.get("x-speedup-samples") or raw.headers.get("x-speedup-rounds") or "1/1"
+    return {
+        "latency_s": time.perf_counter() - started,
+        "completion_tokens": completion.usage.completion_tokens if completion.usage else 0,
+        "units": int(used.split("/")[0]),
+        "tier": raw.headers.get("x-speedup-tier"),
+        "correct": is_correct(text, item.gold),
+        "answer": text,
+    }
+
+
+def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int) -> dict[str, Any]:
+    """All samples at once straight to the backend; the client votes on the final numbers."""
+    started = time.perf_counter()
+
+    def one(_: int) -> Any:
+        return client.chat.completions.create(
+            model="qwen", messages=replay.chat_messages(item.question), temperature=0.7, max_tokens=max_tokens
+        )
+
+    with ThreadPoolExecutor(samples) as pool:
+        completions = list(pool.map(one, range(samples)))
+    texts = [c.choices[0].message.content or "" for c in completions]
+    finals = [extract_final_number(t) for t in texts]
+    votes = Counter(f for f in finals if f is not None)
+    winner = texts[finals.index(votes.most_common(1)[0][0])] if votes else texts[0]
+    return {
+        "latency_s": time.perf_counter() - started,
+        "completion_tokens": sum(c.usage.completion_tokens for c in completions if c.usage),
+        "units": samples,
+        "tier": None,
+        "correct": is_correct(winner, item.gold),
+        "answer": winner,
+    }
+
+
+@contextmanager
+def proxy_for(pass_name: str, backend_url: str, workdir: Path) -> Iterator[str]:
+    env: dict[str, str] = {}
+    extra: list[str] = []
+    if pass_name.endswith("nomem") or pass_name == "refine3-fixed":
+        extra = ["--memory", "off"]
+    if pass_name == "vote-mem":
+        env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": replay.ANSWER_FORMAT})
+    if pass_name == "refine3-fixed":
+        env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": NEVER})
+    (workdir / pass_name).mkdir()
+    with proxy(backend_url, workdir / pass_name, *extra, env=env) as url:
+        yield url
+
+
+def run_pass(
+    pass_name: str, items: Sequence[ReplayItem], backend_url: str, workdir: Path, max_tokens: int
+) -> list[dict[str, Any]]:
+    records = []
+    if pass_name == "fixed8-direct":
+        client = replay.make_client(backend_url)
+        for index, item in enumerate(items):
+            records.append(_record(pass_name, index, item, fixed_direct(client, item, max_tokens, 8)))
+        return records
+    vote = pass_name.startswith(("vote", "fixed"))
+    speedup = {"samples": {"max": 8, "mode": "vote"}} if vote else {"refine": {"max_rounds": 3}}
+    with proxy_for(pass_name, backend_url, workdir) as url:
+        client = replay.make_client(url)
+        for index, item in enumerate(items):
+            result = ask(client, item, max_tokens, 0.7 if vote else 0.0, speedup)
+            records.append(_record(pass_name, index, item, result))
+    return records
+
+
+def _record(pass_name: str, index: int, item: ReplayItem, result: dict[str, Any]) -> dict[str, Any]:
+    record = {"pass": pass_name, "index": index, "level": item.level, "group": item.group, "gold": item.gold} | result
+    print(
+        f"[{pass_name} {index + 1}] {item.level} units={record['units']} tok={record['completion_tokens']} "
+        f"{'ok' if record['correct'] else 'bad'} {record['latency_s']:.1f}s tier={record['tier']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return record
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """pass -> level (and S1-S3, S0+S4, all) -> n, accuracy, mean units, mean tokens, mean latency."""
+    groups = {level: (level,) for level in LEVELS} | {
+        "S1-S3": ("S1", "S2", "S3"),
+        "S0+S4": ("S0", "S4"),
+        "all": tuple(LEVELS),
+    }
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for pass_name in dict.fromkeys(r["pass"] for r in records):
+        summary[pass_name] = {}
+        for name, levels in groups.items():
+            rows = [r for r in records if r["pass"] == pass_name and r["level"] in levels]
+            if not rows:
+                continue
+            summary[pass_name][name] = {
+                "n": len(rows),
+                "accuracy": sum(r["correct"] for r in rows) / len(rows),
+                "units": sum(r["units"] for r in rows) / len(rows),
+                "tokens": sum(r["completion_tokens"] for r in rows) / len(rows),
+                "latency_s": sum(r["latency_s"] for r in rows) / len(rows),
+            }
+    return summary
+
+
+def format_table(summary: dict[str, dict[str, dict[str, float]]], passes: Sequence[str], unit: str) -> str:
+    present = [p for p in passes if p in summary]
+    rows = [f"{'level':6} " + " | ".join(f"{p:>34}" for p in present)]
+    rows.append(f"{'':6} " + " | ".join(f"{'acc':>6} {unit:>7} {'tokens':>8} {'lat s':>7}" + " " * 2 for _ in present))
+    for level in (*LEVELS, "S1-S3", "S0+S4", "all"):
+        cells = []
+        for p in present:
+            c = summary[p].get(level)
+            cells.append(
+                f"{c['accuracy']:>6.0%} {c['units']:>7.2f} {c['tokens']:>8.1f} {c['latency_s']:>7.2f}  "
+                if c
+                else " " * 34
+            )
+        rows.append(f"{level:6} " + " | ".join(cells))
+    return "\n".join(rows)
+
+
+def savings(summary: dict[str, dict[str, dict[str, float]]], base: str, other: str, level: str) -> dict[str, float]:
+    """Fewer tokens and units of `other` than `base`, in percent, and the accuracy difference in points."""
+    b, o = summary[base][level], summary[other][level]
+    return {
+        "tokens_saved_pct": 100 * (1 - o["tokens"] / b["tokens"]) if b["tokens"] else 0.0,
+        "units_saved_pct": 100 * (1 - o["units"] / b["units"]) if b["units"] else 0.0,
+        "accuracy_points": 100 * (o["accuracy"] - b["accuracy"]),
+    }
+
+
+def bars(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    found = {}
+    if {"vote-nomem", "fixed8-direct"} <= summary.keys():
+        found["vote-nomem vs fixed8 (S0+S4)"] = savings(summary, "fixed8-direct", "vote-nomem", "S0+S4")
+    if {"vote-mem", "fixed8-direct"} <= summary.keys():
+        found["vote-mem vs fixed8 (S1-S3)"] = savings(summary, "fixed8-direct", "vote-mem", "S1-S3")
+        found["vote-mem vs fixed8 (S3)"] = savings(summary, "fixed8-direct", "vote-mem", "S3")
+    for other in ("refine-nomem", "refine-mem"):
+        if {other, "refine3-fixed"} <= summary.keys():
+            found[f"{other} vs refine3-fixed (all)"] = savings(summary, "refine3-fixed", other, "all")
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=400)
+    parser.add_argument("--methods", nargs="+", choices=["vote", "refine"], default=["vote", "refine"])
+    parser.add_argument("--out", default="bench/results/compute-replay.json")
+    parser.add_argument("--png-dir", default=None, help="write the charts here (bench/compute_charts.py)")
+    args = parser.parse_args(argv)
+    items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))
+    passes = [*(VOTE_PASSES if "vote" in args.methods else ()), *(REFINE_PASSES if "refine" in args.methods else ())]
+    workdir = Path(tempfile.mkdtemp(prefix="speedup-compute-"))
+    load_before = os.getloadavg()
+    started = time.time()
+    server, backend_url = start_embedded_backend(Settings())
+    records: list[dict[str, Any]] = []
+    try:
+        for pass_name in passes:
+            records += run_pass(pass_name, items, backend_url, workdir, args.max_tokens)
+            Path(args.out).write_text(json.dumps({"records": records}, indent=1), encoding="utf-8")
+    finally:
+        server.stop()
+    summary = summarize(records)
+    tables = "\n\n".join(
+        [format_table(summary, VOTE_PASSES, "samples"), format_table(summary, REFINE_PASSES, "rounds")]
+    )
+    found = bars(summary)
+    print(tables)
+    for name, figures in found.items():
+        print(
+            f"{name}: tokens {figures['tokens_saved_pct']:.1f}% fewer, units {figures['units_saved_pct']:.1f}% "
+            f"fewer, accuracy {figures['accuracy_points']:+.1f} points"
+        )
+    machine = {"cpus": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg()}
+    payload = {
+        "config": vars(args) | {"items": len(items), "seconds": round(time.time() - started, 1), "machine": machine},
+        "records": records,
+        "summary": summary,
+        "bars": found,
+        "tables": tables,
+    }
+    Path(args.out).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    if args.png_dir:
+        from bench.compute_charts import make_charts
+
+        for path in make_charts(summary, Path(args.png_dir)):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
