@@ -36,6 +36,7 @@ from proxy.serving.audit import ReuseAuditor
 from proxy.serving.background import BackgroundWork
 from proxy.serving.pipeline import ChatPipeline, MemoryParts
 from proxy.serving.refine import RefineRunner
+from proxy.serving.refine_checks import ConsistencyCheck, DraftCheck, VerifierCheck
 from proxy.serving.remember import EpisodeWriter
 from proxy.serving.vote import VoteRunner
 from proxy.stats.factory import open_stats_store
@@ -286,15 +287,23 @@ def _assemble(
 
 
 def _adaptive_compute(settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None) -> AdaptiveCompute:
-    configured = settings.memory_modes.verifier
-    # Refine checks with the operator's verifier, else asks the serving model about its own answer.
-    check = configured if configured.kind != "none" else VerifierConfig(kind="judge")
+    compute = settings.compute
     return AdaptiveCompute(
-        config=settings.compute,
-        vote=VoteRunner(backend, embedder, settings.compute.answer_similarity),
-        refine=RefineRunner(backend, Verifier(check, backend)),
+        config=compute,
+        vote=VoteRunner(backend, embedder, compute.answer_similarity),
+        refine=RefineRunner(backend, _draft_check(settings, backend, embedder)),
         open_by_default=not settings.api_keys,
     )
+
+
+def _draft_check(settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None) -> DraftCheck:
+    """Refine checks with the operator's verifier where one is configured, else as `compute.refine_check` says."""
+    configured = settings.memory_modes.verifier
+    if configured.kind != "none":
+        return VerifierCheck(Verifier(configured, backend))
+    if settings.compute.refine_check == "judge":
+        return VerifierCheck(Verifier(VerifierConfig(kind="judge"), backend))
+    return ConsistencyCheck(backend, embedder, settings.compute.answer_similarity)
 
 
 def _memory_parts(

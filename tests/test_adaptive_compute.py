@@ -203,6 +203,15 @@ def test_refine_stops_at_the_first_passing_check(start_proxy: ProxyFactory, rela
     assert len(relay.calls) == 1  # a regex check costs no call; the draft passed, nothing revised
 
 
+def test_the_judge_check_is_a_short_yes_or_no_call(start_proxy: ProxyFactory, relay: Any) -> None:
+    proxy = start_proxy(relay.url, memory="off", compute={"refine_check": "judge"})
+    raw = refine(proxy, 2)
+    rounds = int(raw.headers["x-speedup-rounds"].split("/")[0])
+    assert len(relay.calls) == rounds + 1
+    assert relay.calls[1]["body"]["max_tokens"] <= 16
+    assert raw.parse().usage.completion_tokens == relay.completion_tokens
+
+
 def test_refine_revises_while_the_check_fails_up_to_the_maximum(start_proxy: ProxyFactory, relay: Any) -> None:
     never = {"verifier": {"kind": "regex", "pattern": "(?!x)x"}}
     proxy = start_proxy(relay.url, memory="off", memory_modes=never)
@@ -214,13 +223,15 @@ def test_refine_revises_while_the_check_fails_up_to_the_maximum(start_proxy: Pro
     assert raw.parse().usage.completion_tokens == relay.completion_tokens
 
 
-def test_refine_checks_with_the_model_and_counts_the_checks(start_proxy: ProxyFactory, relay: Any) -> None:
+def test_refine_checks_by_a_second_solve_and_counts_it(start_proxy: ProxyFactory, relay: Any) -> None:
     proxy = start_proxy(relay.url, memory="off")
     raw = refine(proxy, 2)
     rounds = int(raw.headers["x-speedup-rounds"].split("/")[0])
-    # Round 1 is checked by the model (a yes/no call); a "no" buys round 2, which is not checked.
-    assert len(relay.calls) == 2 * rounds
-    assert relay.calls[1]["body"]["max_tokens"] <= 16  # the check is a short yes/no call
+    # Round 1 is checked by an independent solve of the task as asked; a disagreement buys round 2,
+    # which is not checked (no round is left to revise in).
+    assert len(relay.calls) == rounds + 1
+    check = relay.calls[1]["body"]
+    assert check["messages"] == relay.calls[0]["body"]["messages"] and check["temperature"] > 0
     assert raw.parse().usage.completion_tokens == relay.completion_tokens
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +23,9 @@ class ComputeConfig(BaseModel):
     familiar_confidence: float = Field(0.85, gt=0.5, lt=1.0)
     max_samples: int = Field(16, ge=1, le=64, description="the most samples any request may ask for")
     max_refine_rounds: int = Field(5, ge=1, le=16, description="the most refine rounds any request may ask for")
+    # How refine checks a draft when no verifier is configured: a second solve that must reach the same
+    # answer, or the model's yes/no on its own answer (no signal from the bundled 0.5B model).
+    refine_check: Literal["consistency", "judge"] = "consistency"
     # Free-text answers (no final value to compare) agree from this cosine of their embeddings.
     answer_similarity: float = Field(0.85, ge=0.0, le=1.0)
     allow_per_request: bool | None = Field(

@@ -1,8 +1,8 @@
 """Self-refine with early stop: draft, check, revise only when the check fails; stop at the first pass.
 
-The check is the configured verifier (a regex an answer must match, or the model as judge), or,
-where none is configured, the serving model asked whether its own answer is correct. A check that
-gives no clear verdict passes: another round would be spent on no evidence.
+The check is a DraftCheck (proxy/serving/refine_checks.py): the configured verifier, or by default
+a second solve by the serving model that must reach the same answer. The last draft is not checked:
+there is no round left to revise in.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from budget.compute.plan import RefinePlan
 from proxy.backend.client import OpenAIBackend
 from proxy.backend.fanout import add_usage
-from proxy.learning.verifier import Verifier
+from proxy.serving.refine_checks import DraftCheck
 
 REVISE_PROMPT = (
     "A check of your answer above found it may be wrong. Solve the task again carefully, step by step, "
@@ -31,7 +31,7 @@ class RefineResult:
 
 
 class RefineRunner:
-    def __init__(self, backend: OpenAIBackend, check: Verifier) -> None:
+    def __init__(self, backend: OpenAIBackend, check: DraftCheck) -> None:
         self.backend = backend
         self.check = check
 
@@ -49,19 +49,12 @@ class RefineRunner:
             if rounds >= plan.max_rounds:
                 break  # no round left to revise in: checking would only cost
             checks += 1
-            if await self._passes(question, answer, body.get("model"), usage):
+            result = await self.check.check(question, body, answer, usage)  # the task as asked, not the revisions
+            if result.passed:
                 break
-            messages = [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": REVISE_PROMPT}]
+            feedback = f"{result.hint} {REVISE_PROMPT}" if result.hint else REVISE_PROMPT
+            messages = [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": feedback}]
         return RefineResult(payload, rounds, checks, draft_usage, draft_tokens)
-
-    async def _passes(self, question: str, answer: str, model: Any, usage: dict[str, int]) -> bool:
-        verdict = self.check.check_regex(answer)
-        if verdict is not None:
-            return verdict == "pass"
-        judgement = await self.check.judge(question, answer, model if isinstance(model, str) else None)
-        spent = judgement.prompt_tokens, judgement.completion_tokens
-        add_usage(usage, {"prompt_tokens": spent[0], "completion_tokens": spent[1], "total_tokens": sum(spent)})
-        return judgement.verdict != "fail"
 
 
 def _content(payload: dict[str, Any]) -> str:

@@ -1,0 +1,90 @@
+"""How refine checks a draft: the operator's verifier, the model's yes/no, or a second solve that must agree.
+
+Measured on six replay drafts with the bundled 0.5B model (docs/ADAPTIVE_COMPUTE.md), asking the
+model "is this answer correct?" carried no signal: it said no to every correct draft. The default
+check is therefore self-consistency: the model solves the task once more, independently, and the
+draft passes when both reach the same final answer (budget/compute/answers.py); when they differ,
+the revision is told what the second solve found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from budget.compute.answers import AnswerFormat, answer_key
+from budget.reuse.text import normalise_text
+from memory_store.embedding.embedder import BatchingEmbedder
+from proxy.backend.client import OpenAIBackend
+from proxy.backend.fanout import add_usage
+from proxy.learning.verifier import Verifier
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: bool
+    hint: str | None = None  # what the revision is told, beyond "it may be wrong"
+
+
+class DraftCheck(Protocol):
+    async def check(self, question: str, body: dict[str, Any], answer: str, usage: dict[str, int]) -> CheckResult: ...
+
+
+class VerifierCheck:
+    """The configured verifier: a regex (free) or the model as judge (a short yes/no call)."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    async def check(self, question: str, body: dict[str, Any], answer: str, usage: dict[str, int]) -> CheckResult:
+        verdict = self.verifier.check_regex(answer)
+        if verdict is not None:
+            return CheckResult(verdict == "pass")
+        model = body.get("model")
+        judgement = await self.verifier.judge(question, answer, model if isinstance(model, str) else None)
+        spent = judgement.prompt_tokens, judgement.completion_tokens
+        add_usage(usage, {"prompt_tokens": spent[0], "completion_tokens": spent[1], "total_tokens": sum(spent)})
+        return CheckResult(judgement.verdict != "fail")  # no clear verdict: no evidence to spend a round on
+
+
+class ConsistencyCheck:
+    """A second, independent solve (sampled); the draft passes when both reach the same answer."""
+
+    def __init__(
+        self,
+        backend: OpenAIBackend,
+        embedder: BatchingEmbedder | None,
+        answer_similarity: float,
+        temperature: float = 0.7,
+    ) -> None:
+        self.backend = backend
+        self.embedder = embedder
+        self.answer_similarity = answer_similarity
+        self.temperature = temperature
+
+    async def check(self, question: str, body: dict[str, Any], answer: str, usage: dict[str, int]) -> CheckResult:
+        payload, _ = await self.backend.complete({**body, "temperature": self.temperature, "n": 1})
+        add_usage(usage, payload.get("usage"))
+        choice = (payload.get("choices") or [{}])[0]
+        second = (choice.get("message") or {}).get("content")
+        if not isinstance(second, str) or choice.get("finish_reason") != "stop":
+            return CheckResult(True)  # the second solve has no answer: no evidence against the draft
+        if await self._same(answer, second):
+            return CheckResult(True)
+        found = answer_key(second, AnswerFormat())
+        hint = f"An independent solution reached a different answer ({found})." if found else None
+        return CheckResult(False, hint)
+
+    async def _same(self, first: str, second: str) -> bool:
+        fmt = AnswerFormat()
+        a, b = answer_key(first, fmt), answer_key(second, fmt)
+        if a is not None or b is not None:
+            return a == b
+        if normalise_text(first) == normalise_text(second):
+            return True
+        if self.embedder is None:
+            return False
+        u, v = await self.embedder.embed(first), await self.embedder.embed(second)
+        return float(np.dot(u, v)) >= self.answer_similarity
