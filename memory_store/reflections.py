@@ -89,9 +89,10 @@ class ReflectionStore:
     `put`, never while another thread serialises or lists it.
     """
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, capacity_per_tenant: int | None = None) -> None:
         self.path = path
         self.dim = dim
+        self.capacity_per_tenant = capacity_per_tenant
         self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.RLock()
         self._items: dict[str, Reflection] = {}
@@ -160,11 +161,26 @@ class ReflectionStore:
             held = self._items.get(reflection.id)
             if held is not None and _key(held) != _key(reflection):
                 self._unindex(held)
+            if held is None:
+                self._make_room(reflection.tenant, keep=reflection.id)
             index = self._index(reflection)
             index.remove(reflection.id)
             index.add(reflection.id, vector)
             self._items[reflection.id] = _copy(reflection)
             return reflection
+
+    def _make_room(self, tenant: str, keep: str) -> None:
+        """Beyond the tenant's capacity, the clusters updated longest ago go: a client varying its
+        scopes (a new `seed` each time) must not grow the lessons without bound."""
+        if self.capacity_per_tenant is None:
+            return
+        mine = sorted(
+            (r for r in self._items.values() if r.tenant == tenant and r.id != keep), key=lambda r: r.updated_at
+        )
+        for victim in mine[: max(0, len(mine) + 1 - self.capacity_per_tenant)]:
+            self._db.execute("DELETE FROM reflections WHERE id = ?", (victim.id,))
+            del self._items[victim.id]
+            self._unindex(victim)
 
     def _held(self, tenant: str, reflection_id: str) -> Reflection | None:
         """The stored reflection itself (never handed out)."""

@@ -180,7 +180,9 @@ def build_learning(
 ) -> LearningParts:
     """Reflections and the response log live with local memory, or in data_dir for Redis."""
     modes = settings.memory_modes
-    reflections = ReflectionStore(settings.memory_dir / "reflections.sqlite3", embedder.dim)
+    reflections = ReflectionStore(
+        settings.memory_dir / "reflections.sqlite3", embedder.dim, settings.memory_modes.max_reflections_per_tenant
+    )
     responses = ResponseLog(settings.memory_dir / "responses.sqlite3", modes.response_log_size)
     counters = LearningCounters(metrics.registry)
     costs = LearningCosts(counters, reflection_listeners)

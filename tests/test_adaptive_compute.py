@@ -71,14 +71,18 @@ def relay(llama_url: str) -> Any:
     server.stop()
 
 
-def vote(proxy: RunningProxy, question: str, max_samples: int, temperature: float = 0.7) -> Any:
+def chat(proxy: RunningProxy, question: str = EASY, temperature: float = 0.7, **options: Any) -> Any:
     return proxy.client().chat.completions.with_raw_response.create(
         model="qwen",
         messages=[{"role": "user", "content": question}],
         temperature=temperature,
         max_tokens=96,
-        extra_body={"speedup": {"samples": {"max": max_samples, "mode": "vote"}}},
+        **options,
     )
+
+
+def vote(proxy: RunningProxy, question: str, max_samples: int, temperature: float = 0.7) -> Any:
+    return chat(proxy, question, temperature, extra_body={"speedup": {"samples": {"max": max_samples, "mode": "vote"}}})
 
 
 def drawn(raw: Any) -> tuple[int, int]:
@@ -117,6 +121,11 @@ def test_an_easy_question_stops_early_with_the_majority(start_proxy: ProxyFactor
     assert voted_for(completion.choices[0].message.content) == winner(raw)  # the majority is returned
     assert float(raw.headers["x-speedup-agreement"]) == pytest.approx(count / used, abs=0.01)
     assert completion.usage.completion_tokens == relay.completion_tokens  # every sample's tokens
+    registry = proxy.container.metrics.registry
+    labels = {"tenant": "local", "method": "vote"}
+    assert registry.get_sample_value("speedup_compute_units_total", labels | {"kind": "used"}) == used
+    assert registry.get_sample_value("speedup_compute_units_total", labels | {"kind": "skipped"}) == 8 - used
+    assert int(raw.headers["x-speedup-saved-tokens"]) > 0  # against all 8 samples, the fixed method
 
 
 def test_a_contested_question_does_not_stop_early_and_never_exceeds_the_maximum(
@@ -155,14 +164,8 @@ def test_a_streamed_vote_streams_the_chosen_answer_with_every_samples_tokens(
     start_proxy: ProxyFactory, relay: Any
 ) -> None:
     proxy = start_proxy(relay.url, memory="off")
-    raw = proxy.client().chat.completions.with_raw_response.create(
-        model="qwen",
-        messages=[{"role": "user", "content": EASY}],
-        temperature=0.7,
-        max_tokens=96,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"speedup": {"samples": {"max": 6}}},
+    raw = chat(
+        proxy, stream=True, stream_options={"include_usage": True}, extra_body={"speedup": {"samples": {"max": 6}}}
     )
     chunks = list(raw.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -175,24 +178,12 @@ def test_a_streamed_vote_streams_the_chosen_answer_with_every_samples_tokens(
 
 def test_the_header_twin_asks_for_a_vote(start_proxy: ProxyFactory, relay: Any) -> None:
     proxy = start_proxy(relay.url, memory="off")
-    raw = proxy.client().chat.completions.with_raw_response.create(
-        model="qwen",
-        messages=[{"role": "user", "content": EASY}],
-        temperature=0.7,
-        max_tokens=96,
-        extra_headers={"X-Speedup-Samples": "vote:4"},
-    )
+    raw = chat(proxy, extra_headers={"X-Speedup-Samples": "vote:4"})
     assert drawn(raw)[1] == 4 and drawn(raw)[0] == relay.samples
 
 
 def refine(proxy: RunningProxy, rounds: int) -> Any:
-    return proxy.client().chat.completions.with_raw_response.create(
-        model="qwen",
-        messages=[{"role": "user", "content": EASY}],
-        temperature=0,
-        max_tokens=96,
-        extra_body={"speedup": {"refine": {"max_rounds": rounds}}},
-    )
+    return chat(proxy, temperature=0, extra_body={"speedup": {"refine": {"max_rounds": rounds}}})
 
 
 def test_refine_stops_at_the_first_passing_check(start_proxy: ProxyFactory, relay: Any) -> None:

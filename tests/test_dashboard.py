@@ -160,6 +160,19 @@ def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         "episodes-total": (s["memory"]["total"], fmt_int(s["memory"]["total"])),
         "escalations": (t["escalations"], fmt_int(t["escalations"])),
         **audit_tiles(t["reuse_audit"]),
+        **compute_tiles(t["adaptive_compute"]),
+    }
+
+
+def compute_tiles(compute: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    vote, refine = compute["vote"], compute["refine"]
+    return {
+        "samples-used": (vote["samples_used"], fmt_int(vote["samples_used"])),
+        "samples-allowed": (vote["samples_allowed"], fmt_int(vote["samples_allowed"])),
+        "rounds-used": (refine["rounds_used"], fmt_int(refine["rounds_used"])),
+        "rounds-allowed": (refine["rounds_allowed"], fmt_int(refine["rounds_allowed"])),
+        "compute-saved-tokens": (compute["saved_tokens"], fmt_int(compute["saved_tokens"])),
+        "refine-checks": (refine["checks"], fmt_int(refine["checks"])),
     }
 
 
@@ -227,9 +240,20 @@ def test_dashboard_shows_what_the_stats_api_reports(
         api_keys=KEYS,
         admin_key=ADMIN_KEY,
         pricing={"prices": {"*": {"prompt_per_1k": 0.03, "completion_per_1k": 0.06}}},
+        compute={"tenants": ["team-a"]},
     )
     tiers, reused = serve_traffic(proxy)
     assert tiers == {"cold": 4, "reuse": 12}, tiers
+    # One vote of up to 4 samples, memory off (no episode): the adaptive-compute tile must show it.
+    voted = proxy.client("key-team-a").chat.completions.with_raw_response.create(
+        model="qwen",
+        messages=[{"role": "user", "content": "What is 2 plus 2? Reply with just the number."}],
+        temperature=0.7,
+        max_tokens=16,
+        extra_body={"speedup": {"samples": {"max": 4}, "memory": "off"}},
+    )
+    samples_used = int(voted.headers["x-speedup-samples"].split("/")[0])
+    tiers["cold"] += 1
     # Ratings of reused answers through the feedback route: two good, then one bad (last team-a answer).
     team_a = [response_id for key, response_id in reused if key == "key-team-a"]
     for response_id, rating in ((team_a[0], "good"), (team_a[1], "good"), (team_a[-1], "bad")):
@@ -248,6 +272,8 @@ def test_dashboard_shows_what_the_stats_api_reports(
     t = api["totals"]
     assert t["requests"]["total"] == sum(tiers.values())
     assert t["requests"]["reuse"] == tiers["reuse"] and t["saved_tokens"] > 0
+    vote = t["adaptive_compute"]["vote"]
+    assert (vote["requests"], vote["samples_used"], vote["samples_allowed"]) == (1, samples_used, 4)
     assert t["bad_rating_rate"] == pytest.approx(1 / 3)
     assert t["money"]["net_saved"] > 0
     assert_tiles_match(browser, api)

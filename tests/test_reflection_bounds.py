@@ -169,3 +169,27 @@ def test_a_cancelled_writer_leaves_no_lock(store: ReflectionStore) -> None:
 
     asyncio.run(cancel_midway())
     assert writer.lock_count == 0
+
+
+def test_a_client_varying_its_scope_cannot_grow_the_lessons_without_bound(tmp_path: Path) -> None:
+    capped = ReflectionStore(tmp_path / "capped.sqlite3", DIM, capacity_per_tenant=5)
+    try:
+        for i in range(12):
+            made = lesson(f"seed-{i}", i)
+            made.updated_at = 1000.0 + i
+            capped.put(made)
+        capped.put(lesson("seed-0", 99, tenant="globex"))  # another tenant's lessons do not count
+        kept = {r.scope for r in capped.list_reflections("acme", limit=100)}
+        assert kept == {f"seed-{i}" for i in range(7, 12)}  # the ones updated longest ago went
+        assert capped.index_count == 6 and capped.count("globex") == 1
+        update = capped.list_reflections("acme", limit=1)[0]
+        update.text = "Revised."
+        capped.put(update)  # updating a kept lesson evicts nothing
+        assert capped.count("acme") == 5
+    finally:
+        capped.close()
+    reopened = ReflectionStore(tmp_path / "capped.sqlite3", DIM, capacity_per_tenant=5)
+    try:
+        assert reopened.count("acme") == 5 and reopened.index_count == 6
+    finally:
+        reopened.close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from budget.patterns import RegexPattern
 
 AnswerKind = Literal["auto", "number", "boxed", "hash", "regex", "text"]
 
@@ -26,17 +28,9 @@ class AnswerFormat(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: AnswerKind = "auto"
-    pattern: str | None = Field(None, max_length=500, description="for kind 'regex': group 1 (or the match) votes")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"pattern does not compile: {error}") from error
-        return pattern
+    pattern: RegexPattern | None = Field(
+        None, max_length=500, description="for kind 'regex': group 1 (or the match) votes"
+    )
 
 
 def normalize_value(raw: str) -> str:

@@ -17,11 +17,11 @@ it is ignored and the configured mode is used (the `x-speedup-memory-mode` respo
 
 from __future__ import annotations
 
-import re
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from budget.patterns import RegexPattern
 from memory_store.reflections import ReflectionKind
 
 MemoryMode = Literal["none", "exemplars", "reflect", "multi_case_reflect", "reflect_update", "exemplars+reflect_update"]
@@ -54,18 +54,8 @@ class VerifierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["none", "regex", "judge"] = "none"
-    pattern: str | None = None
+    pattern: RegexPattern | None = None
     judge_max_tokens: int = Field(3, ge=1, le=16)
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as error:
-                raise ValueError(f"not a valid regular expression: {error}") from error
-        return value
 
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> VerifierConfig:
@@ -95,6 +85,9 @@ class MemoryModes(BaseModel):
     multi_case_size: int = Field(3, ge=2, le=8, description="multi_case_reflect: episodes per distilled lesson")
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     response_log_size: int = Field(100_000, ge=100, description="responses kept for feedback")
+    max_reflections_per_tenant: int = Field(
+        2_000, ge=1, description="clusters and lessons kept per tenant; the ones updated longest ago go first"
+    )
 
     def may_override(self, tenant: str) -> bool:
         return self.allow_request_override or tenant in self.request_override_tenants

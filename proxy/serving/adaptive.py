@@ -49,7 +49,6 @@ class AdaptiveCompute:
                 payload = await self._refine(request, single, decision, question, account)
         finally:
             account.backend_seconds += time.perf_counter() - started
-        payload["usage"] = dict(account.usage)
         return payload
 
     async def _vote(

@@ -123,9 +123,7 @@ class ChatPipeline:
             if request.adaptive:
                 self._adaptive_compute().drew_nothing(request, account)
             return await self._reuse(request, body, account)
-        if request.adaptive:
-            return await self._adaptive(request, body, key, recollection, account)
-        if request.stream:
+        if request.stream and not request.adaptive:
             return await self._stream(request, body, key, recollection, account)
         return await self._complete(request, body, key, recollection, account)
 
@@ -182,7 +180,7 @@ class ChatPipeline:
             await self.learning.log_response(account)
         return reuse_response(request, source, account.response_id, account.headers())
 
-    # -- non-streaming -----------------------------------------------------------------------
+    # -- whole answers -----------------------------------------------------------------------
 
     async def _complete(
         self,
@@ -191,11 +189,15 @@ class ChatPipeline:
         key: MemoryKey | None,
         recollection: Recollection,
         account: Accounting,
-    ) -> JSONResponse:
-        decision = account.decision
-        send = _with_exemplars(body, decision)
+    ) -> JSONResponse | StreamingResponse:
+        """A whole answer: the token ladder, or a vote or refine (whose chosen answer a stream gets once chosen)."""
+        send = _with_exemplars(body, account.decision)
         try:
-            payload = await self._laddered(send, account)
+            if request.adaptive:
+                question = key.question if key is not None else ""
+                payload = await self._adaptive_compute().answer(request, send, account.decision, question, account)
+            else:
+                payload = await self._laddered(send, account)
         except ProxyError as error:
             self._backend_failed(error)
             raise
@@ -203,7 +205,7 @@ class ChatPipeline:
         account.response_id = payload.get("id")
         self.ledger.finish(account)
         # Rendered before it is remembered: an answer the client cannot get is never stored.
-        response = JSONResponse(payload, headers=account.headers())
+        response = _render(request, payload, account.headers())
         await self._conclude(key, recollection, payload, account)
         return response
 
@@ -219,30 +221,6 @@ class ChatPipeline:
             if not _cut_off(payload):
                 break
         return payload
-
-    # -- adaptive compute --------------------------------------------------------------------
-
-    async def _adaptive(
-        self,
-        request: ChatRequest,
-        body: dict[str, Any],
-        key: MemoryKey | None,
-        recollection: Recollection,
-        account: Accounting,
-    ) -> JSONResponse | StreamingResponse:
-        """A vote or a refine, answered whole; a stream gets the chosen answer once it is chosen."""
-        send = _with_exemplars(body, account.decision)
-        question = key.question if key is not None else ""
-        try:
-            payload = await self._adaptive_compute().answer(request, send, account.decision, question, account)
-        except ProxyError as error:
-            self._backend_failed(error)
-            raise
-        account.response_id = payload.get("id")
-        self.ledger.finish(account)
-        response = _render(request, payload, account.headers())
-        await self._conclude(key, recollection, payload, account)
-        return response
 
     async def _call(self, body: dict[str, Any], n: int, account: Accounting) -> dict[str, Any]:
         payload, seconds = await complete_choices(self.backend, body, n)
