@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -63,6 +64,7 @@ def ask(
     text = completion.choices[0].message.content or "" if completion.choices else ""
     used = raw.headers.get("x-speedup-samples") or raw.headers.get("x-speedup-rounds") or "1/1"
     return {
+        "votes": raw.headers.get("x-speedup-votes"),
         "latency_s": time.perf_counter() - started,
         "completion_tokens": completion.usage.completion_tokens if completion.usage else 0,
         "units": int(used.split("/")[0]),
@@ -88,6 +90,7 @@ def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int
     votes = Counter(f for f in finals if f is not None)
     winner = texts[finals.index(votes.most_common(1)[0][0])] if votes else texts[0]
     return {
+        "finals": finals,
         "latency_s": time.perf_counter() - started,
         "completion_tokens": sum(c.usage.completion_tokens for c in completions if c.usage),
         "units": samples,
@@ -113,22 +116,60 @@ def proxy_for(pass_name: str, backend_url: str, workdir: Path) -> Iterator[str]:
 
 
 def run_pass(
-    pass_name: str, items: Sequence[ReplayItem], backend_url: str, workdir: Path, max_tokens: int
+    pass_name: str, items: Sequence[ReplayItem], backend_url: str, workdir: Path, max_tokens: int, first: int = 0
 ) -> list[dict[str, Any]]:
+    """One pass over the stream from item `first` on (earlier items from a run that was stopped: --merge)."""
     records = []
+    if first and pass_name.endswith("-mem"):
+        raise SystemExit(f"{pass_name} builds its memory as it goes: it cannot resume at item {first}")
     if pass_name == "fixed8-direct":
         client = replay.make_client(backend_url)
         for index, item in enumerate(items):
-            records.append(_record(pass_name, index, item, fixed_direct(client, item, max_tokens, 8)))
+            if index >= first:
+                records.append(_record(pass_name, index, item, fixed_direct(client, item, max_tokens, 8)))
         return records
     vote = pass_name.startswith(("vote", "fixed"))
     speedup = {"samples": {"max": 8, "mode": "vote"}} if vote else {"refine": {"max_rounds": 3}}
     with proxy_for(pass_name, backend_url, workdir) as url:
         client = replay.make_client(url)
         for index, item in enumerate(items):
+            if index < first:
+                continue
             result = ask(client, item, max_tokens, 0.7 if vote else 0.0, speedup)
             records.append(_record(pass_name, index, item, result))
     return records
+
+
+_LOG_LINE = re.compile(
+    r"\[(?P<pass>[\w-]+) (?P<n>\d+)\] (?P<level>S\d) units=(?P<units>\d+) tok=(?P<tok>\d+) "
+    r"(?P<ok>ok|bad) (?P<lat>[\d.]+)s tier=(?P<tier>\w+)"
+)
+
+
+def merged_records(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Records of an earlier, stopped run: its JSON (finished passes) or its progress log (every item)."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        if path.endswith(".json"):
+            records += json.loads(text)["records"]
+            continue
+        for match in _LOG_LINE.finditer(text):
+            records.append(
+                {
+                    "pass": match["pass"],
+                    "index": int(match["n"]) - 1,
+                    "level": match["level"],
+                    "units": int(match["units"]),
+                    "completion_tokens": int(match["tok"]),
+                    "correct": match["ok"] == "ok",
+                    "latency_s": float(match["lat"]),
+                    "tier": None if match["tier"] == "None" else match["tier"],
+                    "from_log": path,
+                }
+            )
+    unique = {(r["pass"], r["index"]): r for r in records}
+    return sorted(unique.values(), key=lambda r: (r["pass"], r["index"]))
 
 
 def _record(pass_name: str, index: int, item: ReplayItem, result: dict[str, Any]) -> dict[str, Any]:
@@ -214,17 +255,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=["vote", "refine"], default=["vote", "refine"])
     parser.add_argument("--out", default="bench/results/compute-replay.json")
     parser.add_argument("--png-dir", default=None, help="write the charts here (bench/compute_charts.py)")
+    parser.add_argument("--passes", nargs="+", help="only these passes (of --methods)")
+    parser.add_argument("--merge", nargs="*", default=[], help="records of a stopped run: its .json or progress .log")
     args = parser.parse_args(argv)
     items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))
     passes = [*(VOTE_PASSES if "vote" in args.methods else ()), *(REFINE_PASSES if "refine" in args.methods else ())]
+    passes = [p for p in passes if not args.passes or p in args.passes]
+    earlier = merged_records(args.merge)
     workdir = Path(tempfile.mkdtemp(prefix="speedup-compute-"))
     load_before = os.getloadavg()
     started = time.time()
     server, backend_url = start_embedded_backend(Settings())
-    records: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = list(earlier)
     try:
         for pass_name in passes:
-            records += run_pass(pass_name, items, backend_url, workdir, args.max_tokens)
+            done = sum(1 for r in earlier if r["pass"] == pass_name)
+            records += run_pass(pass_name, items, backend_url, workdir, args.max_tokens, first=done)
             Path(args.out).write_text(json.dumps({"records": records}, indent=1), encoding="utf-8")
     finally:
         server.stop()
@@ -242,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = {"cpus": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg()}
     payload = {
         "config": vars(args) | {"items": len(items), "seconds": round(time.time() - started, 1), "machine": machine},
+        # Items that came from --merge were run before, with the same stream and code (see docs/BENCHMARKS.md).
         "records": records,
         "summary": summary,
         "bars": found,
