@@ -72,7 +72,7 @@ class AdaptiveCompute:
         account.compute = ComputeUse(
             method="vote",
             used=drawn,
-            allowed=plan.max_samples,
+            allowed=self._allowed(request),
             unit_tokens=account.completion_tokens / max(1, drawn),
             agreement=result.agreement,
             confidence=result.confidence,
@@ -92,7 +92,7 @@ class AdaptiveCompute:
         account.compute = ComputeUse(
             method="refine",
             used=result.rounds,
-            allowed=min(refine.max_rounds, self.config.max_refine_rounds),
+            allowed=self._allowed(request),
             unit_tokens=result.draft_tokens / max(1, result.rounds),
             checks=result.checks,
         )
