@@ -36,6 +36,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from random import Random
@@ -52,6 +53,31 @@ Message = dict[str, str]
 
 SPLITS = ("calibration", "heldout")
 SUPPORT_DOMAINS = ("billing", "retail", "home_services", "health", "travel", "it_accounts", "banking", "hr")
+FRESH_SPLIT = "fresh"
+
+
+@dataclass(frozen=True)
+class SeedSet:
+    """Where seeds are read from and pairs written to. The fresh set was written after the decision's
+    rules, by someone who had not read them, in other domains: all of it is held out ("fresh")."""
+
+    seed_dir: Path
+    support_domains: tuple[str, ...]
+    pairs_path: Path
+    conversations_path: Path
+    family_prefix: str = ""
+    split: str | None = None  # None: calibration and held-out halves; else every row in this split
+
+
+MAIN = SeedSet(SEED_DIR, SUPPORT_DOMAINS, PAIRS_PATH, CONVERSATIONS_PATH)
+FRESH = SeedSet(
+    DATA_DIR / "reuse_seeds_fresh",
+    ("telecom", "insurance", "utilities", "education", "food_delivery", "software_saas"),
+    DATA_DIR / "reuse_pairs_fresh.jsonl",
+    DATA_DIR / "reuse_conversations_fresh.jsonl",
+    family_prefix="fresh-",
+    split=FRESH_SPLIT,
+)
 MATH_DOMAIN = "math"
 FIELDS = ("id", "family", "domain", "label", "category", "split", "a", "b", "note")
 
@@ -137,8 +163,8 @@ def number_rows(rows: list[Row]) -> list[Row]:
     return rows
 
 
-def load_seed(name: str) -> Any:
-    return json.loads((SEED_DIR / f"{name}.json").read_text(encoding="utf-8"))
+def load_seed(name: str, seed_set: SeedSet = MAIN) -> Any:
+    return json.loads((seed_set.seed_dir / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def as_list(value: str | list[str] | None) -> list[str]:
@@ -421,8 +447,8 @@ def seed_vocabulary(seeds: Iterable[dict[str, Any]]) -> frozenset[str]:
     return frozenset(words)
 
 
-def support_rows() -> list[Row]:
-    domains = {domain: load_seed(domain) for domain in SUPPORT_DOMAINS}
+def support_rows(seed_set: SeedSet = MAIN) -> list[Row]:
+    domains = {domain: load_seed(domain, seed_set) for domain in seed_set.support_domains}
     vocabulary = seed_vocabulary(seed for seeds in domains.values() for seed in seeds)
     rows: list[Row] = []
     cycle = 0
@@ -431,7 +457,8 @@ def support_rows() -> list[Row]:
             count = NEAR_PER_FAMILY[index % len(NEAR_PER_FAMILY)]
             near = [NEAR_CATEGORIES[(cycle + k) % len(NEAR_CATEGORIES)] for k in range(count)]
             cycle += count
-            rows += support_family(f"{domain}-{index:03d}", domain, seed, near, vocabulary)
+            family = f"{seed_set.family_prefix}{domain}-{index:03d}"
+            rows += support_family(family, domain, seed, near, vocabulary)
     return rows
 
 
@@ -555,8 +582,10 @@ def math_family(family: str, seed: dict[str, Any]) -> list[Row]:
     return number_rows(rows)
 
 
-def math_rows() -> list[Row]:
-    return [row for i, seed in enumerate(load_seed("math"), start=1) for row in math_family(f"math-{i:03d}", seed)]
+def math_rows(seed_set: SeedSet = MAIN) -> list[Row]:
+    seeds = enumerate(load_seed("math", seed_set), 1)
+    families = ((f"{seed_set.family_prefix}math-{i:03d}", seed) for i, seed in seeds)
+    return [row for family, seed in families for row in math_family(family, seed)]
 
 
 # --------------------------------------------------------------------------------- conversations
@@ -640,27 +669,29 @@ def couples(scenarios: Sequence[dict[str, Any]]) -> list[list[int]]:
             raise ValueError(f"last message {scenarios[members[0]]['last']!r} needs a second context")
         chunks = [members[i : i + 2] for i in range(0, len(members), 2)]
         if len(chunks[-1]) == 1:
-            chunks[-2] += chunks.pop()
+            last = chunks.pop()
+            chunks[-1] += last
         out += chunks
     return out
 
 
-def conversation_rows() -> tuple[list[Row], list[set[str]]]:
+def conversation_rows(seed_set: SeedSet = MAIN) -> tuple[list[Row], list[set[str]]]:
     """All conversation pairs, and the families that must share a split (each couple)."""
-    seeds = load_seed("conversations")
+    seeds = load_seed("conversations", seed_set)
+    conv = f"{seed_set.family_prefix}conv"
     scenarios = seeds["scenarios"]
     rows: list[Row] = []
     units = []
     for members in couples(scenarios):
-        units.append({f"conv-{i + 1:03d}" for i in members})
+        units.append({f"{conv}-{i + 1:03d}" for i in members})
         for k, i in enumerate(members):
-            family, scenario = f"conv-{i + 1:03d}", scenarios[i]
+            family, scenario = f"{conv}-{i + 1:03d}", scenarios[i]
             partner = scenarios[members[(k + 1) % len(members)]]
             rng = Random(f"{RANDOM_SEED}:{family}")
             a = chat(scenario["ctx"], scenario["last"])
             pairs = conv_hits(scenario, seeds, rng) + conv_traps(scenario, partner)
             rows += number_rows([make_row(family, scenario["domain"], c, a, b, n) for c, b, n in pairs])
-    return sorted(rows, key=lambda r: (int(r["family"].split("-")[1]), r["id"])), units
+    return sorted(rows, key=lambda r: (int(r["family"].split("-")[-1]), r["id"])), units
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -811,13 +842,17 @@ def drop_duplicates(rows: list[Row]) -> list[Row]:
 # ---------------------------------------------------------------------------------------- output
 
 
-def build() -> tuple[list[Row], list[Row]]:
+def build(seed_set: SeedSet = MAIN) -> tuple[list[Row], list[Row]]:
     """The single-question pairs and the conversation pairs, with their splits, in file order."""
-    pairs = drop_duplicates(support_rows() + math_rows())
-    assign_splits(pairs)
-    conversations, units = conversation_rows()
+    pairs = drop_duplicates(support_rows(seed_set) + math_rows(seed_set))
+    conversations, units = conversation_rows(seed_set)
     conversations = drop_duplicates(conversations)
-    assign_splits(conversations, units)
+    if seed_set.split is None:
+        assign_splits(pairs)
+        assign_splits(conversations, units)
+    else:
+        for row in pairs + conversations:
+            row["split"] = seed_set.split
     return pairs, conversations
 
 
@@ -827,24 +862,25 @@ def render(rows: Iterable[Row]) -> str:
 
 def _table(title: str, rows: Sequence[Row], key: str, order: Sequence[str]) -> list[str]:
     counts = Counter((row[key], row["split"]) for row in rows)
-    lines = [f"| {title} | {' | '.join(SPLITS)} | total |", "|---|" + "---:|" * (len(SPLITS) + 1)]
+    splits = [split for split in (*SPLITS, FRESH_SPLIT) if any(row["split"] == split for row in rows)]
+    lines = [f"| {title} | {' | '.join(splits)} | total |", "|---|" + "---:|" * (len(splits) + 1)]
     for name in order:
-        cells = [counts[(name, split)] for split in SPLITS]
+        cells = [counts[(name, split)] for split in splits]
         if sum(cells):
             lines.append(f"| {name} | {' | '.join(map(str, cells))} | {sum(cells)} |")
-    totals = [sum(1 for row in rows if row["split"] == split) for split in SPLITS]
+    totals = [sum(1 for row in rows if row["split"] == split) for split in splits]
     lines.append(f"| **all** | {' | '.join(map(str, totals))} | {sum(totals)} |")
     return lines
 
 
-def stats(pairs: Sequence[Row], conversations: Sequence[Row]) -> str:
-    domains = (*SUPPORT_DOMAINS, MATH_DOMAIN)
-    lines = [f"### Single questions ({PAIRS_PATH.name})", ""]
+def stats(pairs: Sequence[Row], conversations: Sequence[Row], seed_set: SeedSet = MAIN) -> str:
+    domains = (*seed_set.support_domains, MATH_DOMAIN)
+    lines = [f"### Single questions ({seed_set.pairs_path.name})", ""]
     lines += _table("label", pairs, "label", ("hit", "trap")) + [""]
     lines += _table("category", pairs, "category", (*HIT_CATEGORIES, *TRAP_CATEGORIES)) + [""]
     lines += _table("domain", pairs, "domain", domains) + [""]
     lines += [_shares(pairs), ""]
-    lines += [f"### Conversations ({CONVERSATIONS_PATH.name})", ""]
+    lines += [f"### Conversations ({seed_set.conversations_path.name})", ""]
     lines += _table("label", conversations, "label", ("hit", "trap")) + [""]
     lines += _table("category", conversations, "category", (*CONV_HIT_CATEGORIES, *CONV_TRAP_CATEGORIES)) + [""]
     lines += _table("domain", conversations, "domain", domains) + [""]
@@ -868,11 +904,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stats", action="store_true", help="print counts per split/category/domain, write nothing")
     parser.add_argument("--check", action="store_true", help="fail if the checked-in files are not up to date")
+    parser.add_argument("--fresh", action="store_true", help="the fresh set (reuse_seeds_fresh/), all held out")
     args = parser.parse_args(argv)
-    pairs, conversations = build()
-    outputs = {PAIRS_PATH: render(pairs), CONVERSATIONS_PATH: render(conversations)}
+    seed_set = FRESH if args.fresh else MAIN
+    pairs, conversations = build(seed_set)
+    outputs = {seed_set.pairs_path: render(pairs), seed_set.conversations_path: render(conversations)}
     if args.stats:
-        print(stats(pairs, conversations))
+        print(stats(pairs, conversations, seed_set))
         return 0
     if args.check:
         stale = [p.name for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
@@ -880,7 +918,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if stale else 0
     for path, text in outputs.items():
         path.write_text(text, encoding="utf-8")
-    print(f"wrote {len(pairs)} pairs to {PAIRS_PATH} and {len(conversations)} to {CONVERSATIONS_PATH}")
+    print(f"wrote {len(pairs)} pairs to {seed_set.pairs_path}, {len(conversations)} to {seed_set.conversations_path}")
     return 0
 
 

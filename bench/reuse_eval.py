@@ -54,9 +54,16 @@ def _messages(side: Any) -> list[dict[str, str]]:
     return [{"role": "user", "content": side}] if isinstance(side, str) else list(side)
 
 
+SPLITS = ("calibration", "heldout", "fresh")  # fresh: bench/data/reuse_seeds_fresh, written after the rules
+
+
 def load_pairs(split: str | None) -> list[Pair]:
     pairs = []
-    for kind, name in (("question", "reuse_pairs.jsonl"), ("conversation", "reuse_conversations.jsonl")):
+    suffix = "_fresh" if split == "fresh" else ""
+    for kind, name in (
+        ("question", f"reuse_pairs{suffix}.jsonl"),
+        ("conversation", f"reuse_conversations{suffix}.jsonl"),
+    ):
         for line in (DATA / name).read_text().splitlines():
             row = json.loads(line)
             if split is None or row["split"] == split:
@@ -223,7 +230,7 @@ def plot(reports: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reuse_eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=("offline",))
-    parser.add_argument("--split", choices=("calibration", "heldout"), default="heldout")
+    parser.add_argument("--split", choices=SPLITS, default="heldout")
     parser.add_argument("--folded-similarity", type=float, default=None, help="default: the configured value")
     parser.add_argument("--misses", type=int, default=0, help="offline: print this many wrong decisions")
     parser.add_argument("--png", type=Path, default=None, help="offline: write the trade-off chart here")
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print_offline(report)
     if args.png:
         other = offline(argparse.Namespace(**{**vars(args), "split": "calibration", "misses": 0}))
-        plot([other, report] if args.split == "heldout" else [report], args.png)
+        plot([other, report] if args.split != "calibration" else [report], args.png)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"reuse-{args.mode}-{args.split}.json"
     out.write_text(json.dumps(report, indent=1))

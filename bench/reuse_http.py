@@ -30,7 +30,7 @@ from typing import Any
 import openai
 from fastapi import FastAPI, Request
 
-from bench.reuse_eval import RESULTS, Pair, load_pairs
+from bench.reuse_eval import RESULTS, SPLITS, Pair, load_pairs
 
 ANSWER_PREFIX = "ANSWER FOR: "
 
@@ -176,7 +176,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reuse_http", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=("calibration", "heldout"), default="heldout")
+    parser.add_argument("--split", choices=SPLITS, default="heldout")
     parser.add_argument("--day-requests", type=int, default=2000)
     args = parser.parse_args(argv)
     from tests.conftest import ServerThread

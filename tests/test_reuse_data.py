@@ -44,10 +44,22 @@ def _share(rows: list[Row], predicate: Any) -> float:
     return sum(1 for row in rows if predicate(row)) / len(rows)
 
 
-def test_checked_in_files_equal_a_fresh_build() -> None:
-    pairs, conversations = rd.build()
-    assert rd.render(pairs) == rd.PAIRS_PATH.read_text(encoding="utf-8")
-    assert rd.render(conversations) == rd.CONVERSATIONS_PATH.read_text(encoding="utf-8")
+@pytest.mark.parametrize("seed_set", [rd.MAIN, rd.FRESH], ids=["main", "fresh"])
+def test_checked_in_files_of_each_seed_set_equal_a_fresh_build(seed_set: rd.SeedSet) -> None:
+    pairs, conversations = rd.build(seed_set)
+    assert rd.render(pairs) == seed_set.pairs_path.read_text(encoding="utf-8")
+    assert rd.render(conversations) == seed_set.conversations_path.read_text(encoding="utf-8")
+
+
+def test_the_fresh_set_shares_no_question_with_the_main_set() -> None:
+    fresh = _load(rd.FRESH.pairs_path) + _load(rd.FRESH.conversations_path)
+    main = {_text(side) for row in PAIRS + CONVERSATIONS for side in (row["a"], row["b"])}
+    assert fresh and all(row["split"] == rd.FRESH_SPLIT for row in fresh)
+    assert not {_text(side) for row in fresh for side in (row["a"], row["b"])} & main
+
+
+def test_an_odd_group_of_contexts_with_one_last_message_makes_a_triple() -> None:
+    assert rd.couples([{"last": "x"}] * 3) == [[0, 1, 2]]
 
 
 @BOTH

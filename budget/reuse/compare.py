@@ -11,7 +11,7 @@ from typing import Literal
 from wordnet_lookup import is_wordnet_term
 
 from budget.reuse.lexicon import NEGATIONS, OPPOSITE_PREFIXES
-from budget.reuse.text import Folded, fold, normalise_text
+from budget.reuse.text import CONDITION, Folded, fold, normalise_text
 
 Verdict = Literal["identical", "folded", "different"]
 
@@ -85,6 +85,29 @@ def _respell(asked: Folded, stored: Folded) -> Folded:
     return Folded(clauses=clauses, sequence=tuple(fixes.get(t, t) for t in asked.sequence))
 
 
+def _one_word_moved(a: Folded, b: Folded) -> bool:
+    """Clause order with the noun moved to the clause that now comes first: "If the leak is inside my
+    property, who fixes it?" = "Who fixes the leak if it's inside my property?" ("it" is folded away).
+    Without that one word the clauses must be equal, so nothing else moved: "from A to B" never
+    becomes "from B to A", and a number never moves."""
+    moved = {t for t in a.tokens if a.tokens.count(t) == 1 and t.isalpha() and t not in NEGATIONS}
+
+    def without(folded: Folded, word: str) -> tuple[tuple[str, ...], ...]:
+        return tuple(sorted(tuple(t for t in clause if t != word) for clause in folded.clauses))
+
+    return any(without(a, word) == without(b, word) for word in moved)
+
+
+def _condition_stated(conditional: Folded, stated: Folded) -> bool:
+    """ "How many legs if a farmer has 7 cows?" = "A farmer has 7 cows. How many legs?": the condition
+    said as a fact. Only when the stated side has no condition of its own, so "A if B" never equals
+    "B if A"."""
+    if any(c[0] == CONDITION for c in stated.clauses):
+        return False
+    unmarked = tuple(sorted(c[1:] if c[0] == CONDITION else c for c in conditional.clauses))
+    return unmarked != conditional.clauses and unmarked == stated.clauses
+
+
 @lru_cache(maxsize=4096)
 def compare(stored: str, asked: str) -> Comparison:
     if normalise_text(stored) == normalise_text(asked):
@@ -96,6 +119,10 @@ def compare(stored: str, asked: str) -> Comparison:
     if a.clauses == b.clauses or a.sequence == b.sequence:  # clause order, or punctuation only
         return Comparison("folded")
     bag_a, bag_b = Counter(a.tokens), Counter(b.tokens)
+    if bag_a == bag_b and _one_word_moved(a, b):
+        return Comparison("folded")
+    if _condition_stated(a, b) or _condition_stated(b, a):
+        return Comparison("folded")
     removed = tuple(sorted((bag_a - bag_b).elements()))
     added = tuple(sorted((bag_b - bag_a).elements()))
     # The same words in another order are never folded: that is the shape of "from A to B" / "from

@@ -94,6 +94,8 @@ SYNONYM_PHRASES = {
     "money off": "discount", "take away": "remove", "dispose of": "remove", "in progress": "processing",
     "being processed": "processing", "next step": "next", "what happens after": "next",
     "hand over": "transfer", "roll over": "carryover", "carry over": "carryover",
+    "do you charge": "fee", "for free": "free", "free of charge": "free", "if i do not have": "without",
+    "if i have no": "without", "work out": "calculate", "worked out": "calculated",
 }  # fmt: skip
 SYNONYMS = {
     "purchase": "buy", "purchases": "buys", "purchased": "bought",
@@ -125,8 +127,17 @@ SYNONYMS = {
     "cancelled": "canceled", "colour": "color", "centre": "center",
     "organisation": "organization", "organisations": "organizations", "organise": "organize",
     "travelling": "traveling", "favourite": "favorite", "licence": "license", "programme": "program",
-    "catalogue": "catalog",
+    "catalogue": "catalog", "which": "what", "view": "see", "settle": "pay", "settled": "paid", "alert": "warning",
+    "alerts": "warnings",
 }  # fmt: skip
+
+# Tense carried by an auxiliary: "Why was I charged?" = "Why did I get charged?", never "Why am I charged?".
+PAST_AUXILIARIES = frozenset({"was", "were", "did"})
+# "get" before a participle is a passive ("did my card get billed" = "was my card billed").
+PASSIVE_GET = frozenset({"get", "gets", "getting"})
+IRREGULAR_PARTICIPLES = frozenset(
+    "paid sent given taken done made held left lost sold bought kept told written shown known seen built".split()
+)
 
 # Articles, auxiliaries and the like: a difference in them alone does not change a question.
 FUNCTION_WORDS = frozenset("a an the do does is are be been am of it its there some any".split())

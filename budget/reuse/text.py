@@ -16,8 +16,11 @@ from budget.reuse.lexicon import (
     FILLER_PHRASES,
     FRAMES,
     FUNCTION_WORDS,
+    IRREGULAR_PARTICIPLES,
     MODALS,
     NUMBER_WORDS,
+    PASSIVE_GET,
+    PAST_AUXILIARIES,
     SYNONYM_PHRASES,
     SYNONYMS,
 )
@@ -32,13 +35,24 @@ _TOKEN = re.compile(
 _BOUNDARY = frozenset(".,;:!?")
 # A clause starts at these: "Can I get a refund if my flight is cancelled?" has two clauses,
 # in either order; "from London to Paris" keeps its order inside one.
-_SUBORDINATORS = frozenset("unless because since while although though before after until".split())
+_SUBORDINATORS = frozenset("unless because since while although though before after until without".split())
 # "if", "when", "whenever" and "once" open a condition: the clause they open keeps a marker, so that
 # "A if B" equals "If B, A" but never "B if A" (and "When will I be charged?" is not "Will I be charged?").
 _CONDITIONS = frozenset("if when whenever once".split())
-_CONDITION = "<if>"
+CONDITION = "<if>"
 # Clause boundaries that carry nothing once the clauses are apart.
 _JOINERS = frozenset("and but so then".split())
+_AUXILIARIES = frozenset("is are am was were do does did will can could should would may must".split())
+_PAST = "<past>"
+_WHEN = "<when>"  # the frame tag of "what time": an interrogative "when"
+# "Is it possible for my GP to refer me" = "Can my GP refer me" (not "for me": that is a frame).
+_POSSIBLE_FOR = re.compile(r"\bis it possible for (?!me\b)((?:[a-z'\-]+ ){1,4}?)to\b")
+# "I want to enable 2FA, how do I do it?" = "How do I enable 2FA?"
+_WANT_THEN_HOW = re.compile(
+    r"^i (?:want|would like|need) to (.+?),? how (?:do|can|should) i (?:do|manage) (?:it|that|this)\b"
+)
+# "once my free trial is over" = "when my free trial ends"; only at a clause's end ("is over 100" is no end).
+_IS_OVER = re.compile(r"\b(is|are) over(?=\s*(?:[,.;:!?]|$))")
 _UNITS = {"dollar": "usd", "dollars": "usd", "bucks": "usd", "percent": "%", "per cent": "%", "pct": "%"}
 
 
@@ -71,7 +85,30 @@ def _raw_tokens(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text).casefold().replace("’", "'").replace("‘", "'")
     text = re.sub(r"[a-z]+'[a-z]+", lambda m: CONTRACTIONS.get(m.group(0), m.group(0)), text)
     text = re.sub(r"(\w)'s\b", r"\1 's", text)  # my colleague's password: the owner is a token of its own
+    text = _WANT_THEN_HOW.sub(r"how do i \1", _POSSIBLE_FOR.sub(r"can \1", text))
+    text = _IS_OVER.sub(lambda m: "ends" if m.group(1) == "is" else "end", text)
     return _TOKEN.findall(text)
+
+
+def _is_participle(token: str) -> bool:
+    return (len(token) > 4 and token.endswith("ed")) or token in IRREGULAR_PARTICIPLES
+
+
+def _auxiliaries(tokens: list[str]) -> list[str]:
+    """Tense kept, its spelling folded: "was"/"were"/"did" and "got" before a participle become one past
+    marker, "get" before a participle (a passive) goes; "when" opening a question is the "what time" frame."""
+    out: list[str] = []
+    for i, token in enumerate(tokens):
+        following = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if token == "when" and (i == 0 or tokens[i - 1] in _BOUNDARY) and following in _AUXILIARIES:
+            out.append(_WHEN)
+        elif token in PAST_AUXILIARIES or (token == "got" and _is_participle(following)):
+            out.append(_PAST)
+        elif token in PASSIVE_GET and _is_participle(following):
+            continue
+        else:
+            out.append(token)
+    return out
 
 
 def _replace_phrases(tokens: list[str]) -> list[str]:
@@ -128,6 +165,10 @@ def _active(clause: list[str]) -> list[str]:
     """The active form of a passive clause: "damage covered by warranty" -> "warranty cover damage",
     "breakfast included in booking" -> "booking include breakfast". Roles are kept, only their order
     is made canonical."""
+    if "needed" in clause[1:] and not {"i", "you", "we"} & set(clause):
+        # "Is a visa needed to travel" = "Do I need a visa to travel": the one who needs is the asker.
+        at = clause.index("needed")
+        return ["i", "need"] + clause[:at] + clause[at + 1 :]
     for i, token in enumerate(clause[:-2]):
         joiner = clause[i + 1]
         if (joiner == "by" or (token == "included" and joiner == "in")) and i > 0:
@@ -150,18 +191,18 @@ def _clauses(tokens: list[str]) -> tuple[tuple[str, ...], ...]:
         if token in _BOUNDARY or token in _SUBORDINATORS or token in _JOINERS or token in _CONDITIONS:
             if current:
                 clauses.append(_canonical_clause(current))
-            current = [token] if token in _SUBORDINATORS else [_CONDITION] if token in _CONDITIONS else []
+            current = [token] if token in _SUBORDINATORS else [CONDITION] if token in _CONDITIONS else []
         else:
             current.append(token)
     if current:
         clauses.append(_canonical_clause(current))
     # A clause left with only a subordinator ("..., and thanks!") carries nothing.
-    return tuple(sorted(c for c in clauses if not (len(c) == 1 and (c[0] in _SUBORDINATORS or c[0] == _CONDITION))))
+    return tuple(sorted(c for c in clauses if not (len(c) == 1 and (c[0] in _SUBORDINATORS or c[0] == CONDITION))))
 
 
 @lru_cache(maxsize=4096)  # a folded 2,000-character text is ~20 KB
 def fold(text: str) -> Folded:
-    tokens = _canonical(_replace_phrases(_raw_tokens(text)))
+    tokens = _canonical(_auxiliaries(_replace_phrases(_raw_tokens(text))))
     clauses = _clauses(tokens)
     return Folded(clauses=clauses, sequence=tuple(t for t in tokens if t not in _BOUNDARY | _JOINERS))
 
