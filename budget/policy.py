@@ -40,6 +40,8 @@ class PolicyConfig(BaseModel):
     max_false_reuse: float = Field(0.01, gt=0.0, lt=1.0)
     audit_rate: float = Field(0.02, ge=0.0, le=1.0)
     audit_agreement: float = Field(0.80, ge=0.0, le=1.0)
+    # How stale this replica's copy of the shared audit counts may get (budget/reuse/audit.py).
+    audit_sync_interval_s: float = Field(5.0, gt=0.0, le=3600.0)
     # Calibrated on GSM-Symbolic with MiniLM (docs/BENCHMARKS.md): S3 pairs score 0.49-0.93 with
     # median 0.84, different-template (S4) pairs 0.43-0.70; below this floor nothing is injected.
     guided_similarity: float = Field(0.66, ge=0.0, le=1.0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from budget.policy import BudgetPolicy
-from budget.reuse.audit import FalseReuseEstimate
+from budget.reuse.audit import AuditLedger, FalseReuseEstimate, LocalAuditLedger
 from memory_store.base import MemoryStore
 from memory_store.embedding.embedder import BatchingEmbedder, MiniLMEncoder, TextEncoder
 from memory_store.local_store import LocalMemory
@@ -73,6 +73,8 @@ class AppContainer:
     observers: list[RequestObserver] = field(default_factory=list)
     feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
     reflection_listeners: list[Callable[[Any], None]] = field(default_factory=list)
+    # Parts with a connection of their own (the shared audit ledger), closed after the stores.
+    other_closers: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
     _closed: bool = False
     _close_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -116,6 +118,7 @@ class AppContainer:
             closers.append(("memory", self.memory.close))
         if self.embedder is not None:
             closers.append(("embedder", self.embedder.close))
+        closers += self.other_closers
         if self.embedded_server is not None:
             closers.append(("embedded backend", self.embedded_server.stop))
         return closers
@@ -246,6 +249,7 @@ def _assemble(
     feedback_listeners: list[Callable[[str, str, str], None]] = [stats.record_rating]
     reflection_listeners: list[Callable[[Any], None]] = [stats.reflection_spent]
     learned = memory_parts = None
+    other_closers: list[tuple[str, Callable[[], Any]]] = []
     if memory is not None and embedder is not None:
         learned = build_learning(
             settings,
@@ -257,7 +261,11 @@ def _assemble(
             feedback_listeners=feedback_listeners,
             reflection_listeners=reflection_listeners,
         )
-        auditor = _auditor(settings, backend, embedder, metrics, background, stats, reflection_listeners)
+        ledger = _audit_ledger(settings)
+        close_ledger = getattr(ledger, "close", None)
+        if close_ledger is not None:
+            other_closers.append(("audit ledger", close_ledger))
+        auditor = _auditor(settings, ledger, backend, embedder, metrics, background, stats, reflection_listeners)
         memory_parts = _memory_parts(settings, memory, embedder, metrics, background, auditor)
     pipeline = ChatPipeline(
         backend=backend,
@@ -285,7 +293,18 @@ def _assemble(
         observers=observers,
         feedback_listeners=feedback_listeners,
         reflection_listeners=reflection_listeners,
+        other_closers=other_closers,
     )
+
+
+def _audit_ledger(settings: Settings) -> AuditLedger:
+    """Next to the memory: shared in Redis, so every replica keeps the error budget of all."""
+    if settings.memory.kind == "redis":
+        from memory_store.redis.audit_ledger import RedisAuditLedger
+
+        assert settings.memory.url is not None  # MemorySpec guarantees it for kind 'redis'
+        return RedisAuditLedger.from_url(settings.memory.url, prefix=settings.redis.key_prefix)
+    return LocalAuditLedger()
 
 
 def _adaptive_compute(settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None) -> AdaptiveCompute:
@@ -328,6 +347,7 @@ def _memory_parts(
 
 def _auditor(
     settings: Settings,
+    ledger: AuditLedger,
     backend: OpenAIBackend,
     embedder: BatchingEmbedder,
     metrics: ProxyMetrics,
@@ -336,7 +356,7 @@ def _auditor(
     cost_listeners: list[Callable[[Any], None]],
 ) -> ReuseAuditor:
     policy = settings.policy
-    estimate = FalseReuseEstimate(policy.max_false_reuse)
+    estimate = FalseReuseEstimate(policy.max_false_reuse, ledger, policy.audit_sync_interval_s)
     metrics.watch_false_reuse(lambda: {t: (c.rate, c.upper_bound, c.trials) for t, c in estimate.by_tenant().items()})
     return ReuseAuditor(
         backend=backend,

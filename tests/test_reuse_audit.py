@@ -1,10 +1,13 @@
 """The error budget on live traffic: reuses checked against a fresh answer, and the scope that fails it."""
 
+# ruff: noqa: F811 - test functions take the imported `redis_server` fixture as a parameter
+
 from __future__ import annotations
 
 import itertools
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +15,7 @@ from fastapi import FastAPI, Request
 
 from budget.reuse.audit import FalseReuseEstimate, wilson
 from tests.conftest import ProxyFactory, RunningProxy, ServerThread, stub_url
+from tests.redis_fixtures import RedisProcess, redis_server  # noqa: F401 - fixture
 
 FIRST = "Reset it from the sign-in page."
 LATER = ("Our warehouse in Leeds ships parcels on weekdays.", "The museum cafe serves soup until noon.")
@@ -104,3 +108,49 @@ def test_the_budget_closes_a_scope_only_when_its_rate_is_above_the_budget_with_c
         estimate.record("t", "s", agreed=False)
     assert wilson(16, 316)[0] > 0.01
     assert not estimate.folded_reuse_allowed("t", "s") and estimate.folded_reuse_allowed("t", "other")
+
+
+def test_a_scope_one_replica_found_over_budget_loses_folded_reuse_on_every_replica(
+    redis_server: RedisProcess, start_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    backend = fickle_backend()
+    try:
+        shared = {"memory": redis_server.url}
+        a = start_proxy(stub_url(backend), data_dir=tmp_path / "a", redis={"replica_id": "a"},
+                        policy={"audit_rate": 1.0}, **shared)  # fmt: skip
+        # B never audits: only A's audits, through the shared counts, can close the scope on B.
+        b = start_proxy(stub_url(backend), data_dir=tmp_path / "b", redis={"replica_id": "b"},
+                        policy={"audit_rate": 0.0, "audit_sync_interval_s": 0.1}, **shared)  # fmt: skip
+        assert tier(a, "How do I reset my password?") == "cold"
+        a.settle()
+        deadline = time.monotonic() + 5
+        while tier(b, "how do I reset my password please") != "reuse":  # B holds A's episode
+            assert time.monotonic() < deadline, "the episode never reached B"
+            time.sleep(0.05)
+        assert tier(a, "Quick question: how do I reset my password?") == "reuse"
+        a.settle()  # A's audit disagreed: the scope is over budget
+        assert metric(b, "speedup_false_reuse_rate") == 1.0  # B reports the shared estimate
+        served = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and (not served or served[-1] == "reuse"):
+            served.append(tier(b, "hi, how do i reset my password? thanks"))
+            time.sleep(0.1)
+        assert served[-1] != "reuse", "B kept serving folded matches in a scope over budget"
+        assert tier(b, "How do I reset my password?") == "reuse"  # identical text stays reusable
+    finally:
+        backend.stop()
+
+
+def test_the_shared_counts_add_up_across_replicas(redis_server: RedisProcess) -> None:
+    from memory_store.redis.audit_ledger import RedisAuditLedger
+
+    first = FalseReuseEstimate(0.01, RedisAuditLedger.from_url(redis_server.url, "t1"))
+    second = FalseReuseEstimate(0.01, RedisAuditLedger.from_url(redis_server.url, "t1"))
+    first.record("acme", "s", agreed=True)
+    second.record("acme", "s", agreed=False)
+    second.record("acme", "other", agreed=True)
+    first.sync()
+    totals = first.by_tenant()["acme"]
+    assert (totals.agreements, totals.disagreements) == (2, 1)
+    assert first.ledger.scopes()[("acme", "s")].trials == 2
+    assert not first.folded_reuse_allowed("acme", "s") and first.folded_reuse_allowed("acme", "other")

@@ -5,13 +5,24 @@ client got the reused answer; the two answers agree or not. From the counts come
 false-reuse rate and its Wilson 95% bounds. A scope whose *lower* bound is above
 `max_false_reuse` (wrong more often than the budget, with confidence) loses folded reuse: only
 text identical but for case and spacing is reused there, until the evidence says otherwise.
+
+The counts live in an `AuditLedger`: in this replica's memory, or in Redis next to the episodes
+(memory_store/redis/audit_ledger.py), so that every replica closes a scope that any replica's audits
+found over budget. The request path reads only this replica's copy, refreshed from the ledger in the
+background at most every `sync_interval_s`: no I/O while a request waits.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 Z = 1.96  # 95%, two-sided
 
@@ -49,16 +60,30 @@ class AuditCounts:
         return wilson(self.disagreements, self.trials)[0]
 
 
-class FalseReuseEstimate:
-    """Audit outcomes per (tenant, scope) and per tenant; thread-safe, in memory."""
+ScopeCounts = dict[tuple[str, str], AuditCounts]
 
-    def __init__(self, max_false_reuse: float) -> None:
-        self.max_false_reuse = max_false_reuse
-        self._scopes: dict[tuple[str, str], AuditCounts] = {}
+
+class AuditLedger(Protocol):
+    """Where audit outcomes are counted: per (tenant, scope) and per tenant."""
+
+    def add(self, tenant: str, scope: str, agreed: bool) -> None: ...
+
+    def scopes(self) -> ScopeCounts:
+        """Every scope's counts (what the budget decides on)."""
+        ...
+
+    def tenants(self) -> dict[str, AuditCounts]: ...
+
+
+class LocalAuditLedger:
+    """This replica's own counts, in memory: a restart starts afresh."""
+
+    def __init__(self) -> None:
+        self._scopes: ScopeCounts = {}
         self._tenants: dict[str, AuditCounts] = {}
         self._lock = threading.Lock()
 
-    def record(self, tenant: str, scope: str, agreed: bool) -> None:
+    def add(self, tenant: str, scope: str, agreed: bool) -> None:
         with self._lock:
             for counts in (
                 self._scopes.setdefault((tenant, scope), AuditCounts()),
@@ -69,11 +94,65 @@ class FalseReuseEstimate:
                 else:
                     counts.disagreements += 1
 
+    def scopes(self) -> ScopeCounts:
+        with self._lock:
+            return {key: AuditCounts(c.agreements, c.disagreements) for key, c in self._scopes.items()}
+
+    def tenants(self) -> dict[str, AuditCounts]:
+        with self._lock:
+            return {t: AuditCounts(c.agreements, c.disagreements) for t, c in self._tenants.items()}
+
+
+class FalseReuseEstimate:
+    """The error budget per scope, decided on a copy of the ledger's counts; thread-safe."""
+
+    def __init__(
+        self,
+        max_false_reuse: float,
+        ledger: AuditLedger | None = None,
+        sync_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_false_reuse = max_false_reuse
+        self.ledger: AuditLedger = ledger or LocalAuditLedger()
+        self.sync_interval_s = sync_interval_s
+        self._clock = clock
+        self._scopes: ScopeCounts = {}
+        self._synced_at = clock()
+        self._syncing = False
+        self._lock = threading.Lock()
+
+    def record(self, tenant: str, scope: str, agreed: bool) -> None:
+        """Called from background work (the audit), never on the request path."""
+        self.ledger.add(tenant, scope, agreed)
+        self.sync()
+
+    def sync(self) -> None:
+        """This replica's copy from the ledger (other replicas' audits included)."""
+        scopes: ScopeCounts | None = None
+        try:
+            scopes = self.ledger.scopes()
+        except Exception as error:  # noqa: BLE001 - a ledger that is down keeps the last copy
+            log.warning("audit: ledger not read: %s", error)
+        with self._lock:
+            if scopes is not None:
+                self._scopes = scopes
+            self._syncing = False
+            self._synced_at = self._clock()
+
     def folded_reuse_allowed(self, tenant: str, scope: str) -> bool:
         with self._lock:
             counts = self._scopes.get((tenant, scope))
-            return counts is None or counts.lower_bound <= self.max_false_reuse
+            stale = not self._syncing and self._clock() - self._synced_at >= self.sync_interval_s
+            if stale:
+                self._syncing = True
+        if stale:
+            threading.Thread(target=self.sync, name="audit-sync", daemon=True).start()
+        return counts is None or counts.lower_bound <= self.max_false_reuse
 
     def by_tenant(self) -> dict[str, AuditCounts]:
-        with self._lock:
-            return {t: AuditCounts(c.agreements, c.disagreements) for t, c in self._tenants.items()}
+        try:
+            return self.ledger.tenants()
+        except Exception as error:  # noqa: BLE001 - /metrics must not fail with the ledger
+            log.warning("audit: ledger not read: %s", error)
+            return {}
