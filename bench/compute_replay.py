@@ -6,7 +6,7 @@
 Starts the embedded llama.cpp server with the default model and, per pass, a proxy in front of it
 (fresh memory each), then sends the S0..S4 replay stream (bench/replay_dataset.py) through:
 
-vote (temperature 0.7, up to 8 samples):
+vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
   fixed8-direct     8 samples per question straight to llama.cpp, majority by the bench
   vote-nomem        `speedup.samples = {max: 8}` through the proxy, memory off
   vote-mem          the same with memory on (the answer-format quality gate of bench.run_replay)
@@ -74,13 +74,13 @@ def ask(
     }
 
 
-def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int) -> dict[str, Any]:
+def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int, temperature: float) -> dict[str, Any]:
     """All samples at once straight to the backend; the client votes on the final numbers."""
     started = time.perf_counter()
 
     def one(_: int) -> Any:
         return client.chat.completions.create(
-            model="qwen", messages=replay.chat_messages(item.question), temperature=0.7, max_tokens=max_tokens
+            model="qwen", messages=replay.chat_messages(item.question), temperature=temperature, max_tokens=max_tokens
         )
 
     with ThreadPoolExecutor(samples) as pool:
@@ -116,7 +116,13 @@ def proxy_for(pass_name: str, backend_url: str, workdir: Path) -> Iterator[str]:
 
 
 def run_pass(
-    pass_name: str, items: Sequence[ReplayItem], backend_url: str, workdir: Path, max_tokens: int, first: int = 0
+    pass_name: str,
+    items: Sequence[ReplayItem],
+    backend_url: str,
+    workdir: Path,
+    max_tokens: int,
+    first: int = 0,
+    vote_temperature: float = 0.7,
 ) -> list[dict[str, Any]]:
     """One pass over the stream from item `first` on (earlier items from a run that was stopped: --merge)."""
     records = []
@@ -126,7 +132,8 @@ def run_pass(
         client = replay.make_client(backend_url)
         for index, item in enumerate(items):
             if index >= first:
-                records.append(_record(pass_name, index, item, fixed_direct(client, item, max_tokens, 8)))
+                result = fixed_direct(client, item, max_tokens, 8, vote_temperature)
+                records.append(_record(pass_name, index, item, result))
         return records
     vote = pass_name.startswith(("vote", "fixed"))
     speedup = {"samples": {"max": 8, "mode": "vote"}} if vote else {"refine": {"max_rounds": 3}}
@@ -135,7 +142,7 @@ def run_pass(
         for index, item in enumerate(items):
             if index < first:
                 continue
-            result = ask(client, item, max_tokens, 0.7 if vote else 0.0, speedup)
+            result = ask(client, item, max_tokens, vote_temperature if vote else 0.0, speedup)
             records.append(_record(pass_name, index, item, result))
     return records
 
@@ -252,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=400)
+    parser.add_argument("--temperature", type=float, default=0.7, help="of the vote passes (refine runs at 0)")
     parser.add_argument("--methods", nargs="+", choices=["vote", "refine"], default=["vote", "refine"])
     parser.add_argument("--out", default="bench/results/compute-replay.json")
     parser.add_argument("--png-dir", default=None, help="write the charts here (bench/compute_charts.py)")
@@ -270,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for pass_name in passes:
             done = sum(1 for r in earlier if r["pass"] == pass_name)
-            records += run_pass(pass_name, items, backend_url, workdir, args.max_tokens, first=done)
+            records += run_pass(
+                pass_name, items, backend_url, workdir, args.max_tokens, first=done, vote_temperature=args.temperature
+            )
             Path(args.out).write_text(json.dumps({"records": records}, indent=1), encoding="utf-8")
     finally:
         server.stop()

@@ -170,43 +170,61 @@ def test_a_changed_condition_tense_particle_or_word_form_is_never_folded(stored:
     assert not compare(stored, asked).same
 
 
+# What a review of the grammar folds found judged the same although the answers differ; each is refused now.
 @pytest.mark.parametrize(
     ("stored", "asked"),
     [
         ("Was I charged for the renewal?", "Will I be charged for the renewal?"),
-        ("Why was I charged twice?", "Why am I charged twice?"),
-        ("Did my refund get sent?", "Does my refund get sent?"),
+        ("Why did my internet cut off?", "Why was my internet cut off?"),  # a fault, or cut off for not paying
+        ("Who gets paid the deposit?", "Who paid the deposit?"),
+        ("I got married last year, can I add my spouse?", "I was married last year, can I add my spouse?"),
+        ("When is my bill due?", "What time is my bill due?"),  # a day, not an hour
         ("When is my bill due?", "Is my bill due?"),
+        ("Do you know when the store is open?", "Is the store open?"),
+        ("Can you let me know when my order is dispatched?", "Is my order dispatched?"),
+        ("When do you charge my card?", "Do you charge my card?"),
+        ("What do you charge for?", "What is the fee for?"),
         ("When I cancel, do I get a refund?", "Do I get a refund?"),
+        ("Can I get a refund without it?", "Can I get a refund?"),
+        ("Can I still board if I don't have it?", "Can I still board?"),
+        ("If I cancel without notice, will I be charged?", "If I cancel, will I be charged without notice?"),
         ("Can I return a gift without a receipt?", "Can I return a gift if I have a receipt?"),
-        ("Can I return a gift without a receipt?", "Can I return a gift if you do not have a receipt?"),
-        ("Is my passport needed to check in?", "Do you need my passport to check in?"),
-        ("Is the limit over 100?", "Does the limit end 100?"),
-        ("Refund me if the order is cancelled.", "The order is refunded. Cancel it?"),
-        ("If my flight is cancelled, can I get a refund?", "Can my flight be cancelled if I get a refund?"),
-        ("If I move from London to Paris, do I pay tax?", "Do I pay tax if I move from Paris to London?"),
+        ("If I cancel now, do I get a refund?", "If I cancel, do I get a refund now?"),
+        ("How do I add a second user to my account?", "How do I add a user to my second account?"),
+        ("Can I use my new SIM in my phone?", "Can I use my SIM in my new phone?"),
+        ("Is my booking cancelled if I get a refund?", "My booking is cancelled. Do I get a refund?"),
+        ("Can you check if I was charged twice?", "Can you check? I was charged twice."),
+        ("Can you tell me if I was charged twice?", "I was charged twice."),
+        ("Do I need a new router?", "I need a new router."),
+        ("Is my flight cancelled?", "My flight is cancelled."),
+        ("Has my order shipped?", "Has my order been delivered?"),
+        ("Will it hurt my credit if I settle the debt?", "Will it hurt my credit if I pay the debt?"),
+        ("What should I do if there is a flood alert?", "What should I do if there is a flood warning?"),
         ("Is it possible for my son to pay?", "Is it possible for me to pay?"),
+        ("If I move from London to Paris, do I pay tax?", "Do I pay tax if I move from Paris to London?"),
+        (
+            "Tom buys 3 shirts for $10 each and 2 hats for $5. How much does he spend?",
+            "Tom buys 3 shirts for $10 and 2 hats for $5 each. How much does he spend?",
+        ),
     ],
 )
-def test_a_tense_condition_owner_or_direction_survives_the_grammar_folds(stored: str, asked: str) -> None:
+def test_a_tense_condition_owner_scope_or_statement_survives_the_grammar_folds(stored: str, asked: str) -> None:
     assert not compare(stored, asked).same
 
 
 @pytest.mark.parametrize(
     ("stored", "asked"),
     [
-        ("Why was I charged after I cancelled?", "Why did I get charged after I cancelled?"),
-        ("Is the bonus paid in December?", "Does the bonus get paid in December?"),
-        ("What time is check-in?", "When is check-in?"),
         ("Can my employer pay for my plan?", "Is it possible for my employer to pay for my plan?"),
-        ("Can I claim without a referral?", "Can I claim if I don't have a referral?"),
         ("If I don't have the receipt, can I exchange it?", "Can I exchange it if I don't have the receipt?"),
         ("Do I need a visa to visit Peru?", "Is a visa needed to visit Peru?"),
         ("What happens when my trial ends?", "What happens once my trial is over?"),
         ("Is there a fee for paying by card?", "Do you charge for paying by card?"),
         ("How do I enable dark mode?", "I want to enable dark mode, how do I do it?"),
-        ("If the pipe leaks inside my flat, who fixes it?", "Who fixes the pipe if it leaks inside my flat?"),
+        ("Do you know when the store is open?", "When is the store open?"),
         ("How many legs if a farmer has 7 cows?", "A farmer has 7 cows. How many legs?"),
+        ("Can I get a refund if my flight is cancelled?", "My flight is cancelled. Can I get a refund?"),
+        ("Do kids under 2 fly free?", "Do children under 2 fly for free?"),
     ],
 )
 def test_a_grammatical_rewording_is_folded(stored: str, asked: str) -> None:

@@ -3,6 +3,7 @@ and clause order are folded away. Anything left is a difference: deny by default
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,6 +18,7 @@ Verdict = Literal["identical", "folded", "different"]
 
 MAX_COMPARED_CHARS = 2000  # longer questions are reused only when identical (or, cut, by digest)
 _MAX_TYPO_PAIRS = 10_000
+_SENTENCE = re.compile(r"[^.?!]+[.?!]*")
 
 
 @dataclass(frozen=True)
@@ -82,30 +84,24 @@ def _respell(asked: Folded, stored: Folded) -> Folded:
     if not fixes:
         return asked
     clauses = tuple(sorted(tuple(fixes.get(t, t) for t in clause) for clause in asked.clauses))
-    return Folded(clauses=clauses, sequence=tuple(fixes.get(t, t) for t in asked.sequence))
+    return Folded(clauses, tuple(fixes.get(t, t) for t in asked.sequence), asks=asked.asks)
 
 
-def _one_word_moved(a: Folded, b: Folded) -> bool:
-    """Clause order with the noun moved to the clause that now comes first: "If the leak is inside my
-    property, who fixes it?" = "Who fixes the leak if it's inside my property?" ("it" is folded away).
-    Without that one word the clauses must be equal, so nothing else moved: "from A to B" never
-    becomes "from B to A", and a number never moves."""
-    moved = {t for t in a.tokens if a.tokens.count(t) == 1 and t.isalpha() and t not in NEGATIONS}
-
-    def without(folded: Folded, word: str) -> tuple[tuple[str, ...], ...]:
-        return tuple(sorted(tuple(t for t in clause if t != word) for clause in folded.clauses))
-
-    return any(without(a, word) == without(b, word) for word in moved)
-
-
-def _condition_stated(conditional: Folded, stated: Folded) -> bool:
-    """ "How many legs if a farmer has 7 cows?" = "A farmer has 7 cows. How many legs?": the condition
-    said as a fact. Only when the stated side has no condition of its own, so "A if B" never equals
-    "B if A"."""
-    if any(c[0] == CONDITION for c in stated.clauses):
+def _condition_stated(conditional: Folded, stated_text: str) -> bool:
+    """ "Can I get a refund if my flight is cancelled?" = "My flight is cancelled. Can I get a refund?":
+    the condition said as a fact before the question. The question sentence must equal the main clauses
+    and the other sentences the condition, so "A if B" never equals "B. A?" read the other way."""
+    sentences = [s.strip() for s in _SENTENCE.findall(stated_text) if s.strip()]
+    questions = [s for s in sentences if s.endswith("?")]
+    facts = [s for s in sentences if not s.endswith("?")]
+    if len(questions) != 1 or not facts:
         return False
-    unmarked = tuple(sorted(c[1:] if c[0] == CONDITION else c for c in conditional.clauses))
-    return unmarked != conditional.clauses and unmarked == stated.clauses
+    asked, said = fold(questions[0]), fold(" ".join(facts))
+    main = tuple(sorted(c for c in conditional.clauses if c[0] != CONDITION))
+    conditions = tuple(sorted(c[1:] for c in conditional.clauses if c[0] == CONDITION))
+    if not main or not conditions or any(c[0] == CONDITION for c in asked.clauses + said.clauses):
+        return False
+    return main == asked.clauses and conditions == said.clauses
 
 
 @lru_cache(maxsize=4096)
@@ -116,12 +112,12 @@ def compare(stored: str, asked: str) -> Comparison:
         return Comparison("different")  # too long to fold word by word on the request path
     a = fold(stored)
     b = _respell(fold(asked), a)
+    if a.asks != b.asks:  # "Do I need a new router?" is not "I need a new router."
+        return Comparison("different")
     if a.clauses == b.clauses or a.sequence == b.sequence:  # clause order, or punctuation only
         return Comparison("folded")
     bag_a, bag_b = Counter(a.tokens), Counter(b.tokens)
-    if bag_a == bag_b and _one_word_moved(a, b):
-        return Comparison("folded")
-    if _condition_stated(a, b) or _condition_stated(b, a):
+    if _condition_stated(a, asked) or _condition_stated(b, stored):
         return Comparison("folded")
     removed = tuple(sorted((bag_a - bag_b).elements()))
     added = tuple(sorted((bag_b - bag_a).elements()))

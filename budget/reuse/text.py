@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -10,17 +11,16 @@ from functools import lru_cache
 from wordnet_lookup import is_wordnet_term
 
 from budget.reuse.lexicon import (
+    ASKING_VERBS,
     CONTRACTIONS,
     DETERMINERS,
     FILLER,
     FILLER_PHRASES,
     FRAMES,
     FUNCTION_WORDS,
-    IRREGULAR_PARTICIPLES,
     MODALS,
     NUMBER_WORDS,
-    PASSIVE_GET,
-    PAST_AUXILIARIES,
+    QUESTION_STARTS,
     SYNONYM_PHRASES,
     SYNONYMS,
 )
@@ -35,7 +35,7 @@ _TOKEN = re.compile(
 _BOUNDARY = frozenset(".,;:!?")
 # A clause starts at these: "Can I get a refund if my flight is cancelled?" has two clauses,
 # in either order; "from London to Paris" keeps its order inside one.
-_SUBORDINATORS = frozenset("unless because since while although though before after until without".split())
+_SUBORDINATORS = frozenset("unless because since while although though before after until".split())
 # "if", "when", "whenever" and "once" open a condition: the clause they open keeps a marker, so that
 # "A if B" equals "If B, A" but never "B if A" (and "When will I be charged?" is not "Will I be charged?").
 _CONDITIONS = frozenset("if when whenever once".split())
@@ -43,8 +43,10 @@ CONDITION = "<if>"
 # Clause boundaries that carry nothing once the clauses are apart.
 _JOINERS = frozenset("and but so then".split())
 _AUXILIARIES = frozenset("is are am was were do does did will can could should would may must".split())
-_PAST = "<past>"
-_WHEN = "<when>"  # the frame tag of "what time": an interrogative "when"
+# "When is my bill due?" asks for a day: not a condition, and not "what time" either (an hour).
+_WHEN_ASKED = "<whenq>"
+# "Can you check if I was charged twice?": a question inside a question, no condition.
+_WHETHER = "<whether>"
 # "Is it possible for my GP to refer me" = "Can my GP refer me" (not "for me": that is a frame).
 _POSSIBLE_FOR = re.compile(r"\bis it possible for (?!me\b)((?:[a-z'\-]+ ){1,4}?)to\b")
 # "I want to enable 2FA, how do I do it?" = "How do I enable 2FA?"
@@ -53,6 +55,9 @@ _WANT_THEN_HOW = re.compile(
 )
 # "once my free trial is over" = "when my free trial ends"; only at a clause's end ("is over 100" is no end).
 _IS_OVER = re.compile(r"\b(is|are) over(?=\s*(?:[,.;:!?]|$))")
+# "Do you charge for card payments?" = "Is there a fee for card payments?"; only opening the question
+# ("What do you charge for?" asks which things cost).
+_DO_YOU_CHARGE = re.compile(r"^do you charge (for|to)\b")
 _UNITS = {"dollar": "usd", "dollars": "usd", "bucks": "usd", "percent": "%", "per cent": "%", "pct": "%"}
 
 
@@ -62,6 +67,7 @@ class Folded:
 
     clauses: tuple[tuple[str, ...], ...]
     sequence: tuple[str, ...] = ()  # the content tokens in the order written, clause boundaries dropped
+    asks: bool = True  # a question ("Do I need a new router?"), not a statement ("I need a new router.")
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -87,28 +93,43 @@ def _raw_tokens(text: str) -> list[str]:
     text = re.sub(r"(\w)'s\b", r"\1 's", text)  # my colleague's password: the owner is a token of its own
     text = _WANT_THEN_HOW.sub(r"how do i \1", _POSSIBLE_FOR.sub(r"can \1", text))
     text = _IS_OVER.sub(lambda m: "ends" if m.group(1) == "is" else "end", text)
+    text = _DO_YOU_CHARGE.sub(r"is there a fee \1", text)
     return _TOKEN.findall(text)
 
 
-def _is_participle(token: str) -> bool:
-    return (len(token) > 4 and token.endswith("ed")) or token in IRREGULAR_PARTICIPLES
-
-
-def _auxiliaries(tokens: list[str]) -> list[str]:
-    """Tense kept, its spelling folded: "was"/"were"/"did" and "got" before a participle become one past
-    marker, "get" before a participle (a passive) goes; "when" opening a question is the "what time" frame."""
+def _question_words(tokens: list[str]) -> list[str]:
+    """ "when" opening a question (before an auxiliary, or after an asking verb: "do you know when")
+    asks for a day; "if"/"whether" after an asking verb ("check if") asks a question: neither opens
+    a condition."""
     out: list[str] = []
     for i, token in enumerate(tokens):
         following = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if token == "when" and (i == 0 or tokens[i - 1] in _BOUNDARY) and following in _AUXILIARIES:
-            out.append(_WHEN)
-        elif token in PAST_AUXILIARIES or (token == "got" and _is_participle(following)):
-            out.append(_PAST)
-        elif token in PASSIVE_GET and _is_participle(following):
-            continue
+        before = [t for t in tokens[max(0, i - 2) : i] if t not in ("me", "us")]
+        opens = i == 0 or tokens[i - 1] in _BOUNDARY
+        if token == "when" and ((opens and following in _AUXILIARIES) or (before and before[-1] in ASKING_VERBS)):
+            out.append(_WHEN_ASKED)
+        elif token == "whether" or (token == "if" and before and before[-1] in ASKING_VERBS):
+            out.append(_WHETHER)
         else:
             out.append(token)
     return out
+
+
+_SUBJECTS = frozenset("i you it we they he she my your our their the this there".split())
+
+
+def _asks(tokens: list[str]) -> bool:
+    """A question mark anywhere, or a question word first once filler and frames are folded, or after
+    a leading condition an inverted auxiliary ("If my passport expires, can I still travel")."""
+    if "?" in tokens:
+        return True
+    words = [t for t in tokens if t not in _BOUNDARY and t not in FILLER]
+    first = words[0] if words else ""
+    if first in QUESTION_STARTS or first.startswith("<"):
+        return True
+    frame = any(t.startswith("<") for t in words[1:])  # "can i", "how do i": a question frame
+    inverted = frame or any(t in _AUXILIARIES and n in _SUBJECTS for t, n in itertools.pairwise(words))
+    return first in _CONDITIONS and inverted
 
 
 def _replace_phrases(tokens: list[str]) -> list[str]:
@@ -118,8 +139,7 @@ def _replace_phrases(tokens: list[str]) -> list[str]:
         for size in range(min(_LONGEST, len(tokens) - i), 1, -1):
             found = _PHRASES.get(tuple(tokens[i : i + size]))
             if found is not None:
-                if found:
-                    out.append(found)
+                out += found.split()  # "if i do not have" -> "if without": a condition of its own
                 i += size
                 break
         else:
@@ -202,9 +222,11 @@ def _clauses(tokens: list[str]) -> tuple[tuple[str, ...], ...]:
 
 @lru_cache(maxsize=4096)  # a folded 2,000-character text is ~20 KB
 def fold(text: str) -> Folded:
-    tokens = _canonical(_auxiliaries(_replace_phrases(_raw_tokens(text))))
+    phrased = _replace_phrases(_question_words(_raw_tokens(text)))
+    tokens = _canonical(phrased)
     clauses = _clauses(tokens)
-    return Folded(clauses=clauses, sequence=tuple(t for t in tokens if t not in _BOUNDARY | _JOINERS))
+    sequence = tuple(t for t in tokens if t not in _BOUNDARY | _JOINERS)
+    return Folded(clauses=clauses, sequence=sequence, asks=_asks(phrased))
 
 
 def normalise_text(text: str) -> str:
