@@ -229,3 +229,68 @@ def test_a_tense_condition_owner_scope_or_statement_survives_the_grammar_folds(s
 )
 def test_a_grammatical_rewording_is_folded(stored: str, asked: str) -> None:
     assert compare(stored, asked).same
+
+
+# What a second review found served although the answers differ; each is refused now.
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        (
+            "I cancelled my subscription. Then you charged me. Why?",
+            "You charged me. Then I cancelled my subscription. Why?",
+        ),
+        (
+            "Sara had 20 stickers. She gave away half. Then she got 6 more. How many does she have?",
+            "Sara had 20 stickers. She got 6 more. Then she gave away half. How many does she have?",
+        ),
+        (
+            "Start with 3. Add 5, then double it. What do you get?",
+            "Start with 3. Double it, then add 5. What do you get?",
+        ),
+        ("Should I tip the driver?", "Do I have to tip the driver?"),  # advice is not obligation
+        ("Can I transfer my ticket?", "Can I move my ticket?"),  # to someone else, or to another date
+        ("I need to cancel my order. Is there a fee?", "Do I need to cancel my order? Is there a fee?"),
+        ("My son can drive. Is he insured?", "Can my son drive? Is he insured?"),
+        ("How do I delete my account?", "How do I remove my account?"),
+        ("How do I edit a PDF?", "How do I convert a PDF?"),
+        ("Can I use any charger with my phone?", "Can I use the charger with my phone?"),
+        ("Can I return some of my order?", "Can I return my order?"),
+        ("Has the seller been paid?", "Has the seller paid?"),
+        ("What does this button do?", "What is this button?"),
+        ("Is the discount just for new customers?", "Is the discount for new customers?"),
+        ("Does the app work well with Mac?", "Does the app work with Mac?"),
+        ("How can I get a refund quickly?", "How can I get a refund?"),
+        ("Can I pay by card there?", "Can I pay by card?"),
+        ("What is my shipping date?", "What is my delivery date?"),  # dispatch, or arrival
+        ("How do I register for mobile banking?", "How do I register for phone banking?"),
+        ("Where is my refund?", "Where can I find my refund?"),  # its status, or where to look
+        ("Can I book a double?", "Can I book twice?"),
+        ("I was charged twice today. I cancelled. Why?", "I was charged twice. Today I cancelled. Why?"),
+        ("Can I keep my points if I cancel and get a refund?", "Can I keep my points and get a refund if I cancel?"),
+        ("If I cancel now, do I get a refund?", "If I cancel, now do I get a refund?"),
+        ("If I don't have to pay, can I cancel?", "If I have no to pay, can I cancel?"),
+        ("Is the book required?", "Is booking required?"),
+        # A real word is nobody's typo, and a replaced letter is as often another word.
+        ("How do I turn off autoplay?", "How do I turn off autopay?"),
+        ("Can I link my user account?", "Can I link my Uber account?"),
+        ("Does the case fit an iPod?", "Does the case fit an iPad?"),
+        ("How do I reboot?", "How do I rebook?"),
+        ("Can I change the amount?", "Can I change the acount?"),
+        ("Can I get a recipe for my order?", "Can I get a recipt for my order?"),
+        ("Is my card stored?", "Is my card stoped?"),
+    ],
+)
+def test_order_obligation_scope_owner_and_real_words_survive_the_folds(stored: str, asked: str) -> None:
+    assert not compare(stored, asked).same
+
+
+def test_accepting_and_declining_an_offer_are_never_the_same_context() -> None:
+    offer = ["user: I booked a flight to Rome.", "assistant: Done. Would you like travel insurance for $20?"]
+    accepted = ["Great, do it.", "Perfect, please do.", "Awesome, thanks!", "Fine."]
+    declined = ["I'm good, thanks.", "I'm all set, thanks.", "All good.", "I'm fine, thank you."]
+    for yes in accepted:
+        for no in declined:
+            assert not same_context(offer + [f"user: {yes}"], offer + [f"user: {no}"])
+    # Small talk that answers no question still does not matter.
+    thanks = ["user: Thanks!", "assistant: You're welcome."]
+    assert same_context(offer + ["user: Yes please."], thanks + offer + ["user: Yes please."])

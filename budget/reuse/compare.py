@@ -12,7 +12,7 @@ from typing import Literal
 from wordnet_lookup import is_wordnet_term
 
 from budget.reuse.lexicon import NEGATIONS, OPPOSITE_PREFIXES
-from budget.reuse.text import CONDITION, Folded, fold, normalise_text
+from budget.reuse.text import CONDITION, Folded, fold, in_canonical_order, normalise_text
 
 Verdict = Literal["identical", "folded", "different"]
 
@@ -37,7 +37,9 @@ class Comparison:
 
 
 def _edits(a: str, b: str) -> int:
-    """Damerau-Levenshtein distance (adjacent transpositions count one), cut off above 2."""
+    """Edits from `a` to `b`: a letter dropped, added or swapped with its neighbour counts one, a letter
+    replaced by another counts two (a slip of the hand drops, doubles or swaps letters; a replaced
+    letter is as often another word: "rebook" / "reboot", "iPad" / "iPod"). Cut off above 2."""
     if abs(len(a) - len(b)) > 2:
         return 3
     previous2: list[int] = []
@@ -45,7 +47,7 @@ def _edits(a: str, b: str) -> int:
     for i, ca in enumerate(a, 1):
         current = [i] + [0] * len(b)
         for j, cb in enumerate(b, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (0 if ca == cb else 2))
             if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
                 current[j] = min(current[j], previous2[j - 2] + 1)
         previous2, previous = previous, current
@@ -53,13 +55,15 @@ def _edits(a: str, b: str) -> int:
 
 
 def _is_typo(typed: str, meant: str) -> bool:
-    """`typed` misspells `meant`: not an English word itself (so "hostel" never becomes "hotel"),
-    the same first letter, one or two edits; never a number, a tag, a negation or an opposite prefix."""
+    """`typed` misspells `meant`: not an English word itself (so "hostel" never becomes "hotel"), while
+    `meant` is one (a product name is nobody's typo: "autopay" never becomes "autoplay"); the same first
+    letter; one slip (two in long words), where a replaced letter counts two: "acount" is not
+    "amount", "recipt" not "recipe", "stoped" not "stored". Never a number, a tag, a negation or an opposite prefix."""
     a, b = typed, meant
     if not (a.replace("-", "").isalpha() and b.replace("-", "").isalpha()) or a in NEGATIONS or b in NEGATIONS:
         return False
     shorter = min(len(a), len(b))
-    if shorter < 4 or a[0] != b[0] or is_wordnet_term(a):
+    if shorter < 4 or a[0] != b[0] or is_wordnet_term(a) or not is_wordnet_term(b):
         return False
     for prefix in OPPOSITE_PREFIXES:
         if (a.startswith(prefix) and a[len(prefix) :] == b) or (b.startswith(prefix) and b[len(prefix) :] == a):
@@ -83,8 +87,8 @@ def _respell(asked: Folded, stored: Folded) -> Folded:
             fixes[token] = matches[0]
     if not fixes:
         return asked
-    clauses = tuple(sorted(tuple(fixes.get(t, t) for t in clause) for clause in asked.clauses))
-    return Folded(clauses, tuple(fixes.get(t, t) for t in asked.sequence), asks=asked.asks)
+    clauses = in_canonical_order(tuple(fixes.get(t, t) for t in clause) for clause in asked.clauses)
+    return Folded(clauses, tuple(fixes.get(t, t) for t in asked.sequence), asked.asks, asked.pauses)
 
 
 def _condition_stated(conditional: Folded, stated_text: str) -> bool:
@@ -97,7 +101,7 @@ def _condition_stated(conditional: Folded, stated_text: str) -> bool:
     if len(questions) != 1 or not facts:
         return False
     asked, said = fold(questions[0]), fold(" ".join(facts))
-    main = tuple(sorted(c for c in conditional.clauses if c[0] != CONDITION))
+    main = tuple(c for c in conditional.clauses if c[0] != CONDITION)
     conditions = tuple(sorted(c[1:] for c in conditional.clauses if c[0] == CONDITION))
     if not main or not conditions or any(c[0] == CONDITION for c in asked.clauses + said.clauses):
         return False
@@ -112,13 +116,14 @@ def compare(stored: str, asked: str) -> Comparison:
         return Comparison("different")  # too long to fold word by word on the request path
     a = fold(stored)
     b = _respell(fold(asked), a)
-    if a.asks != b.asks:  # "Do I need a new router?" is not "I need a new router."
-        return Comparison("different")
-    if a.clauses == b.clauses or a.sequence == b.sequence:  # clause order, or punctuation only
-        return Comparison("folded")
-    bag_a, bag_b = Counter(a.tokens), Counter(b.tokens)
     if _condition_stated(a, asked) or _condition_stated(b, stored):
         return Comparison("folded")
+    if a.asks != b.asks:  # "Do I need a new router?" is not "I need a new router."
+        return Comparison("different")
+    commas_dropped = a.sequence == b.sequence and (a.pauses <= b.pauses or b.pauses <= a.pauses)
+    if a.clauses == b.clauses or commas_dropped:  # a condition moved, or commas dropped
+        return Comparison("folded")
+    bag_a, bag_b = Counter(a.tokens), Counter(b.tokens)
     removed = tuple(sorted((bag_a - bag_b).elements()))
     added = tuple(sorted((bag_b - bag_a).elements()))
     # The same words in another order are never folded: that is the shape of "from A to B" / "from

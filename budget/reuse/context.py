@@ -29,8 +29,17 @@ def _small_talk(text: str) -> bool:
     return set(fold(text).tokens) <= _SMALL_TALK
 
 
+def _answers_a_question(turns: list[Turn], index: int) -> bool:
+    """A user turn right after an assistant's question or offer is its answer, never small talk:
+    "Great, do it." and "I'm good, thanks." after "Shall I add insurance?" are opposite answers."""
+    if index == 0 or not turns[index].startswith("user: "):
+        return False
+    before = turns[index - 1]
+    return before.startswith("assistant: ") and "?" in before
+
+
 def _content(turns: list[Turn]) -> list[Turn]:
-    return [t for t in turns if not _small_talk(t.partition(": ")[2])]
+    return [t for i, t in enumerate(turns) if _answers_a_question(turns, i) or not _small_talk(t.partition(": ")[2])]
 
 
 def _same_turn(stored: Turn, asked: Turn) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -63,11 +64,30 @@ _UNITS = {"dollar": "usd", "dollars": "usd", "bucks": "usd", "percent": "%", "pe
 
 @dataclass(frozen=True)
 class Folded:
-    """A question as its answer sees it: the multiset of clauses (each an ordered token tuple)."""
+    """A question as its answer sees it. `clauses`: the main clauses in the order written (events keep
+    their order: "I cancelled. Then you charged me." is not the reverse), then the conditions and
+    subordinate clauses as a sorted multiset (they may stand before or after what they qualify)."""
 
     clauses: tuple[tuple[str, ...], ...]
-    sequence: tuple[str, ...] = ()  # the content tokens in the order written, clause boundaries dropped
-    asks: bool = True  # a question ("Do I need a new router?"), not a statement ("I need a new router.")
+    # The content tokens in the order written, commas dropped, sentence ends kept (but a final one).
+    sequence: tuple[str, ...] = ()
+    # Per sentence, a question or a statement: "Do I need a new router?" is not "I need a new router."
+    asks: tuple[bool, ...] = ()
+    # Where commas stood, as positions in `sequence`: a comma may be dropped, never moved.
+    pauses: frozenset[int] = frozenset()
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return tuple(token for clause in self.clauses for token in clause)
+
+
+def is_qualifier(clause: tuple[str, ...]) -> bool:
+    return bool(clause) and (clause[0] == CONDITION or clause[0] in _SUBORDINATORS)
+
+
+def in_canonical_order(clauses: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    listed = list(clauses)
+    return tuple([c for c in listed if not is_qualifier(c)] + sorted(c for c in listed if is_qualifier(c)))
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -91,6 +111,7 @@ def _raw_tokens(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text).casefold().replace("’", "'").replace("‘", "'")
     text = re.sub(r"[a-z]+'[a-z]+", lambda m: CONTRACTIONS.get(m.group(0), m.group(0)), text)
     text = re.sub(r"(\w)'s\b", r"\1 's", text)  # my colleague's password: the owner is a token of its own
+    text = re.sub(r"\.{2,}|…", ",", text)  # an ellipsis is a pause, not the end of a sentence
     text = _WANT_THEN_HOW.sub(r"how do i \1", _POSSIBLE_FOR.sub(r"can \1", text))
     text = _IS_OVER.sub(lambda m: "ends" if m.group(1) == "is" else "end", text)
     text = _DO_YOU_CHARGE.sub(r"is there a fee \1", text)
@@ -116,12 +137,13 @@ def _question_words(tokens: list[str]) -> list[str]:
 
 
 _SUBJECTS = frozenset("i you it we they he she my your our their the this there".split())
+_SENTENCE_ENDS = frozenset(".?!")
 
 
-def _asks(tokens: list[str]) -> bool:
-    """A question mark anywhere, or a question word first once filler and frames are folded, or after
-    a leading condition an inverted auxiliary ("If my passport expires, can I still travel")."""
-    if "?" in tokens:
+def _sentence_asks(tokens: list[str]) -> bool:
+    """A question mark, or a question word first once filler and frames are folded, or after a
+    leading condition an inverted auxiliary ("If my passport expires, can I still travel")."""
+    if tokens and tokens[-1] == "?":
         return True
     words = [t for t in tokens if t not in _BOUNDARY and t not in FILLER]
     first = words[0] if words else ""
@@ -130,6 +152,16 @@ def _asks(tokens: list[str]) -> bool:
     frame = any(t.startswith("<") for t in words[1:])  # "can i", "how do i": a question frame
     inverted = frame or any(t in _AUXILIARIES and n in _SUBJECTS for t, n in itertools.pairwise(words))
     return first in _CONDITIONS and inverted
+
+
+def _asks(tokens: list[str]) -> tuple[bool, ...]:
+    sentences: list[list[str]] = [[]]
+    for token in tokens:
+        sentences[-1].append(token)
+        if token in _SENTENCE_ENDS:
+            sentences.append([])
+    kept = [s for s in sentences if any(t not in _BOUNDARY and t not in FILLER for t in s)]
+    return tuple(_sentence_asks(s) for s in kept)
 
 
 def _replace_phrases(tokens: list[str]) -> list[str]:
@@ -155,6 +187,23 @@ def _number(token: str) -> list[str]:
     return [cleaned] + (["usd"] if token.startswith("$") else []) + (["%"] if token.endswith("%") else [])
 
 
+_BE = frozenset("is are was were be been will".split())
+_GREETINGS = frozenset("hi hello hey".split())
+
+
+def _carries_nothing(tokens: list[str], position: int) -> bool:
+    """ "there" in "is there a fee" or "hi there" (not "can I pay there"); "do" as an auxiliary (not
+    "what does this button do")."""
+    token = tokens[position]
+    before = tokens[position - 1] if position > 0 else ""
+    after = tokens[position + 1] if position + 1 < len(tokens) else ""
+    if token == "there":
+        return before in _BE or after in _BE or before in _GREETINGS
+    if token in ("do", "does"):
+        return after not in _BOUNDARY and after != ""
+    return token in FILLER or token in FUNCTION_WORDS
+
+
 def _canonical(tokens: list[str]) -> list[str]:
     out: list[str] = []
     for position, token in enumerate(tokens):
@@ -164,8 +213,10 @@ def _canonical(tokens: list[str]) -> list[str]:
             out.append(NUMBER_WORDS[token])
         elif token in _UNITS:
             out.append(_UNITS[token])
-        elif token in FILLER or token in FUNCTION_WORDS:
-            continue
+        elif token in ("there", "do", "does") or token in FILLER or token in FUNCTION_WORDS:
+            if _carries_nothing(tokens, position):
+                continue
+            out.append(token)
         else:
             out.append(SYNONYMS.get(token, token))
     return out
@@ -199,16 +250,19 @@ def _active(clause: list[str]) -> list[str]:
 
 
 def _canonical_clause(clause: list[str]) -> tuple[str, ...]:
-    clause = _active(clause)
-    modals = [t for t in clause if t in MODALS]
-    return tuple(modals + [t for t in clause if t not in MODALS])
+    head = clause[:1] if clause and (clause[0] == CONDITION or clause[0] in _SUBORDINATORS) else []
+    body = _active(clause[len(head) :])
+    modals = [t for t in body if t in MODALS]
+    return tuple(head + modals + [t for t in body if t not in MODALS])
 
 
 def _clauses(tokens: list[str]) -> tuple[tuple[str, ...], ...]:
     clauses: list[tuple[str, ...]] = []
     current: list[str] = []
     for token in tokens:
-        if token in _BOUNDARY or token in _SUBORDINATORS or token in _JOINERS or token in _CONDITIONS:
+        if token in ("and", "but") and current and current[0] == CONDITION:
+            current.append(token)  # "if I cancel and rebook": one condition, not a condition and a wish
+        elif token in _BOUNDARY or token in _SUBORDINATORS or token in _JOINERS or token in _CONDITIONS:
             if current:
                 clauses.append(_canonical_clause(current))
             current = [token] if token in _SUBORDINATORS else [CONDITION] if token in _CONDITIONS else []
@@ -217,7 +271,7 @@ def _clauses(tokens: list[str]) -> tuple[tuple[str, ...], ...]:
     if current:
         clauses.append(_canonical_clause(current))
     # A clause left with only a subordinator ("..., and thanks!") carries nothing.
-    return tuple(sorted(c for c in clauses if not (len(c) == 1 and (c[0] in _SUBORDINATORS or c[0] == CONDITION))))
+    return in_canonical_order(c for c in clauses if not (len(c) == 1 and is_qualifier(c)))
 
 
 @lru_cache(maxsize=4096)  # a folded 2,000-character text is ~20 KB
@@ -225,8 +279,19 @@ def fold(text: str) -> Folded:
     phrased = _replace_phrases(_question_words(_raw_tokens(text)))
     tokens = _canonical(phrased)
     clauses = _clauses(tokens)
-    sequence = tuple(t for t in tokens if t not in _BOUNDARY | _JOINERS)
-    return Folded(clauses=clauses, sequence=sequence, asks=_asks(phrased))
+    sequence: list[str] = []
+    pauses: set[int] = set()
+    for token in tokens:
+        if token in _SENTENCE_ENDS:
+            if sequence and sequence[-1] != ".":
+                sequence.append(".")
+        elif token in _BOUNDARY:
+            pauses.add(len(sequence))
+        elif token not in _JOINERS:
+            sequence.append(token)
+    if sequence and sequence[-1] == ".":
+        sequence.pop()
+    return Folded(clauses, tuple(sequence), _asks(phrased), frozenset(p for p in pauses if p < len(sequence)))
 
 
 def normalise_text(text: str) -> str:
