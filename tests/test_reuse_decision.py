@@ -218,10 +218,8 @@ def test_a_tense_condition_owner_scope_or_statement_survives_the_grammar_folds(s
         ("Can my employer pay for my plan?", "Is it possible for my employer to pay for my plan?"),
         ("If I don't have the receipt, can I exchange it?", "Can I exchange it if I don't have the receipt?"),
         ("Do I need a visa to visit Peru?", "Is a visa needed to visit Peru?"),
-        ("What happens when my trial ends?", "What happens once my trial is over?"),
         ("Is there a fee for paying by card?", "Do you charge for paying by card?"),
         ("How do I enable dark mode?", "I want to enable dark mode, how do I do it?"),
-        ("Do you know when the store is open?", "When is the store open?"),
         ("How many legs if a farmer has 7 cows?", "A farmer has 7 cows. How many legs?"),
         ("Can I get a refund if my flight is cancelled?", "My flight is cancelled. Can I get a refund?"),
         ("Do kids under 2 fly free?", "Do children under 2 fly for free?"),
@@ -294,3 +292,87 @@ def test_accepting_and_declining_an_offer_are_never_the_same_context() -> None:
     # Small talk that answers no question still does not matter.
     thanks = ["user: Thanks!", "assistant: You're welcome."]
     assert same_context(offer + ["user: Yes please."], thanks + offer + ["user: Yes please."])
+
+
+# What a third review found served although the answers differ; each is refused now. Known gaps, left
+# as they are: a comma added or moved inside a run-on sentence, and "depost" read as "depot".
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("My flight is cancelled.", "My flight is cancelled?"),
+        ("I need a new router.", "I need a new router?"),
+        ("Cancel my order.", "Cancel my order?"),
+        ("Is there a fee if I cancel? Can I rebook?", "Is there a fee? Can I rebook if I cancel?"),
+        (
+            "Do I get a refund if my flight is delayed? Can I change my seat?",
+            "Do I get a refund? Can I change my seat if my flight is delayed?",
+        ),
+        (
+            "Will I be charged if I cancel, or will I get a refund?",
+            "Will I be charged, or will I get a refund if I cancel?",
+        ),
+        (
+            "I cancelled my plan before the renewal. You charged me. Why?",
+            "I cancelled my plan. You charged me before the renewal. Why?",
+        ),
+        (
+            "I paid before noon and cancelled after 3pm. Do I get a refund?",
+            "I paid after 3pm and cancelled before noon. Do I get a refund?",
+        ),
+        (
+            "Sara had 20 stickers. She gave away 5 before school. She got 3 after school. How many at lunch?",
+            "Sara had 20 stickers. She gave away 5 after school. She got 3 before school. How many at lunch?",
+        ),
+        ("Как отменить заказ?", "Как оформить заказ?"),
+        ("Can I pay with 支付宝?", "Can I pay with 微信?"),
+        ("What is 48 ÷ 6?", "What is 48 × 6?"),
+        ("What is 12 + 4?", "What is 12 - 4?"),
+        ("Can the battery be used at -20°C?", "Can the battery be used at 20°C?"),
+        ("Why is my balance -£50?", "Why is my balance £50?"),
+        ("Is shipping free for orders > $50?", "Is shipping free for orders < $50?"),
+        ("Is there a fee for sending €100?", "Is there a fee for sending £100?"),
+        ("Can I send parcels over 1,5 kg?", "Can I send parcels over 15 kg?"),
+        ("Is macOS 10.10 supported?", "Is macOS 10.1 supported?"),
+        ("Do my 2 and 5 year old kids fly free?", "Do my two 5 year old kids fly free?"),
+        ("Is the charger and case included?", "Is the charger case included?"),
+        ("Can I keep my points if I cancel then rebook?", "Can I keep my points and rebook if I cancel?"),
+        ("What is a routing number?", "What is the routing number?"),
+        ("What is a PIN?", "What is the PIN?"),
+        ("Who is paid first?", "Who paid first?"),
+        ("How long will the engineer be there?", "How long will the engineer be?"),
+        ("Can I return it to the store?", "Can I return to the store?"),
+        ("Can I be added to the policy?", "Can it be added to the policy?"),
+        ("How much money does Jo have to spend?", "How much money must Jo spend?"),
+        ("What are the charges on my card?", "What are the fees on my card?"),
+        ("When will I be billed?", "When will I be charged?"),
+        ("Can I pay by mobile phone?", "Can I pay by phone?"),
+        ("Can I bring back the item?", "Can I send back the item?"),
+        ("Is the meeting room free?", "Is the meeting room free of charge?"),
+        ("Do I get money back on purchases?", "Do I get a refund on purchases?"),
+        ("What is the swap rate?", "What is the exchange rate?"),
+        ("Am I getting a refund?", "Do I get a refund?"),
+        ("Are your prices going up?", "Do your prices go up?"),
+        ("Can you let me know if my flight is delayed?", "Can you let me know whether my flight is delayed?"),
+        ("Can I get a refund if my flight is cancelled?", "Is my flight cancelled. Can I get a refund?"),
+        ("How long is the cable?", "How much time is the cable?"),
+        ("What if my bag is over?", "What if my bag ends?"),
+        ("Is everything covered but the screen?", "Is everything covered and the screen?"),
+        ("Can I upgrade my package?", "Can I upgrade my parcel?"),
+    ],
+)
+def test_punctuation_signs_scripts_and_sentence_structure_are_never_folded_away(stored: str, asked: str) -> None:
+    assert not compare(stored, asked).same
+
+
+def test_an_answer_to_an_offer_without_a_question_mark_is_never_small_talk() -> None:
+    offer = ["user: I want Premium.", "assistant: I can upgrade you to Premium for $10 a month if you like."]
+    for yes in ("Great, do it.", "Please do.", "Do it."):
+        for no in ("I'm good, thanks.", "I'm all set.", "All good.", "Fine.", "Thanks."):
+            assert not same_context(offer + [f"user: {yes}"], offer + [f"user: {no}"])
+
+
+def test_an_earlier_statement_the_stored_conversation_lacks_bears_on_the_answer() -> None:
+    stored = ["user: Is there a fee?"]
+    assert not same_context(stored, ["user: I'm a Gold member, by the way.", "assistant: Noted!", *stored])
+    assert not same_context(stored, ["user: Please answer in French from now on.", "assistant: D'accord.", *stored])
+    assert same_context(stored, ["user: Are you a real person?", "assistant: I'm a virtual assistant.", *stored])

@@ -46,3 +46,17 @@ def test_reversed_comparison_is_not_the_same_question() -> None:
 def test_money_and_decimals_are_compared_as_numbers() -> None:
     assert same_question("Tom pays $12.50 for 2 books. Cost per book?", "Tom pays $12.5 for 2 books. Cost per book?")
     assert not same_question("Tom pays $12.50 for 2 books. Cost per book?", "Tom pays $12.75 for 2 books. Cost?")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Booking HX4821 for 14 to 16 June", "Order #A12-77b, 3x", "Is 1,5 kg over 1,200 g?", "Flight BA2490 at 10:30",
+     "Code x9y8z7 and -20 and $5.55 and £3"],
+)  # fmt: skip
+def test_no_digit_is_ever_folded_away(text: str) -> None:
+    import re
+
+    from budget.reuse.text import fold
+
+    folded = "".join(fold(text).tokens)
+    assert "".join(re.findall(r"\d", text)) == "".join(re.findall(r"\d", folded))

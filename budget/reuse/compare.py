@@ -12,7 +12,7 @@ from typing import Literal
 from wordnet_lookup import is_wordnet_term
 
 from budget.reuse.lexicon import NEGATIONS, OPPOSITE_PREFIXES
-from budget.reuse.text import CONDITION, Folded, fold, in_canonical_order, normalise_text
+from budget.reuse.text import CONDITION, Folded, fold, in_canonical_order, normalise_text, readable
 
 Verdict = Literal["identical", "folded", "different"]
 
@@ -101,6 +101,8 @@ def _condition_stated(conditional: Folded, stated_text: str) -> bool:
     if len(questions) != 1 or not facts:
         return False
     asked, said = fold(questions[0]), fold(" ".join(facts))
+    if any(said.asks):  # "Is my flight cancelled. Can I get a refund?" states nothing
+        return False
     main = tuple(c for c in conditional.clauses if c[0] != CONDITION)
     conditions = tuple(sorted(c[1:] for c in conditional.clauses if c[0] == CONDITION))
     if not main or not conditions or any(c[0] == CONDITION for c in asked.clauses + said.clauses):
@@ -114,6 +116,8 @@ def compare(stored: str, asked: str) -> Comparison:
         return Comparison("identical")
     if max(len(stored), len(asked)) > MAX_COMPARED_CHARS:
         return Comparison("different")  # too long to fold word by word on the request path
+    if not (readable(stored) and readable(asked)):
+        return Comparison("different")  # letters or signs the folding cannot read: identical text only
     a = fold(stored)
     b = _respell(fold(asked), a)
     if _condition_stated(a, asked) or _condition_stated(b, stored):

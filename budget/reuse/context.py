@@ -29,17 +29,25 @@ def _small_talk(text: str) -> bool:
     return set(fold(text).tokens) <= _SMALL_TALK
 
 
-def _answers_a_question(turns: list[Turn], index: int) -> bool:
-    """A user turn right after an assistant's question or offer is its answer, never small talk:
-    "Great, do it." and "I'm good, thanks." after "Shall I add insurance?" are opposite answers."""
+def _answers_the_assistant(turns: list[Turn], index: int) -> bool:
+    """A user turn right after an assistant turn that is not itself small talk may answer it, and is
+    never small talk: "Great, do it." and "I'm good, thanks." after "I can add insurance for $20 if you
+    like." are opposite answers, with or without a question mark."""
     if index == 0 or not turns[index].startswith("user: "):
         return False
     before = turns[index - 1]
-    return before.startswith("assistant: ") and "?" in before
+    return before.startswith("assistant: ") and not _small_talk(before.partition(": ")[2])
 
 
 def _content(turns: list[Turn]) -> list[Turn]:
-    return [t for i, t in enumerate(turns) if _answers_a_question(turns, i) or not _small_talk(t.partition(": ")[2])]
+    return [t for i, t in enumerate(turns) if _answers_the_assistant(turns, i) or not _small_talk(t.partition(": ")[2])]
+
+
+def _asked_in_passing(turns: list[Turn]) -> bool:
+    """Earlier exchanges the stored conversation did not have may be ignored only when the user asked
+    something ("Are you a real person?"), never when they told something that may bear on the answer
+    ("I'm a Gold member, by the way.", "Please answer in French from now on.")."""
+    return all(any(fold(t.partition(": ")[2]).asks) for t in turns if t.startswith("user: "))
 
 
 def _same_turn(stored: Turn, asked: Turn) -> bool:
@@ -54,5 +62,5 @@ def same_context(stored: list[Turn], asked: list[Turn]) -> bool:
         return not new
     if len(new) < len(kept):
         return False
-    tail = new[len(new) - len(kept) :]
-    return all(_same_turn(a, b) for a, b in zip(kept, tail, strict=True))
+    earlier, tail = new[: len(new) - len(kept)], new[len(new) - len(kept) :]
+    return _asked_in_passing(earlier) and all(_same_turn(a, b) for a, b in zip(kept, tail, strict=True))

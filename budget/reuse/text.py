@@ -27,12 +27,14 @@ from budget.reuse.lexicon import (
 )
 
 _TOKEN = re.compile(
-    r"\$?\d[\d,]*(?:\.\d+)?%?"  # 12, 1,200, $12.50, 15%
-    r"|\d{1,2}:\d{2}"  # 10:30
+    r"\d{1,2}:\d{2}"  # 10:30
+    r"|(?:(?<![\w.])-)?[$£€¥]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?%?"  # 12, 1,200, $12.50, 15%, -20; 1,5 is two
     r"|<[a-z]+>"  # frame tags
     r"|[a-z][a-z'\-]*"  # words, colleague's, e-mail
     r"|[.,;:!?]"  # clause boundaries
+    r"|[£€¥+*/=<>×÷^#@&]"  # signs: 48 ÷ 6 is not 48 × 6
 )
+_CURRENCIES = {"$": "usd", "£": "gbp", "€": "eur", "¥": "jpy"}
 _BOUNDARY = frozenset(".,;:!?")
 # A clause starts at these: "Can I get a refund if my flight is cancelled?" has two clauses,
 # in either order; "from London to Paris" keeps its order inside one.
@@ -54,8 +56,6 @@ _POSSIBLE_FOR = re.compile(r"\bis it possible for (?!me\b)((?:[a-z'\-]+ ){1,4}?)
 _WANT_THEN_HOW = re.compile(
     r"^i (?:want|would like|need) to (.+?),? how (?:do|can|should) i (?:do|manage) (?:it|that|this)\b"
 )
-# "once my free trial is over" = "when my free trial ends"; only at a clause's end ("is over 100" is no end).
-_IS_OVER = re.compile(r"\b(is|are) over(?=\s*(?:[,.;:!?]|$))")
 # "Do you charge for card payments?" = "Is there a fee for card payments?"; only opening the question
 # ("What do you charge for?" asks which things cost).
 _DO_YOU_CHARGE = re.compile(r"^do you charge (for|to)\b")
@@ -78,20 +78,37 @@ class Folded:
 
     @property
     def tokens(self) -> tuple[str, ...]:
-        return tuple(token for clause in self.clauses for token in clause)
+        return tuple(token for clause in self.clauses if clause != SENTENCE_BREAK for token in clause)
 
 
 def is_qualifier(clause: tuple[str, ...]) -> bool:
     return bool(clause) and (clause[0] == CONDITION or clause[0] in _SUBORDINATORS)
 
 
-def in_canonical_order(clauses: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
-    listed = list(clauses)
-    return tuple([c for c in listed if not is_qualifier(c)] + sorted(c for c in listed if is_qualifier(c)))
+SENTENCE_BREAK: tuple[str, ...] = ("<s>",)
 
-    @property
-    def tokens(self) -> tuple[str, ...]:
-        return tuple(token for clause in self.clauses for token in clause)
+
+def _sentence_in_order(clauses: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """One sentence: with one main clause its conditions may stand anywhere ("Can I get a refund if my
+    flight is cancelled?"); with more, every clause keeps its place (what "before noon" qualifies)."""
+    main = [c for c in clauses if not is_qualifier(c)]
+    if len(main) > 1:
+        return clauses
+    return main + sorted(c for c in clauses if is_qualifier(c))
+
+
+def in_canonical_order(clauses: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    """Sentences in the order written, each in its canonical order, a break between them."""
+    sentences: list[list[tuple[str, ...]]] = [[]]
+    for clause in clauses:
+        if clause == SENTENCE_BREAK:
+            sentences.append([])
+        else:
+            sentences[-1].append(clause)
+    out: list[tuple[str, ...]] = []
+    for sentence in (s for s in sentences if s):
+        out += ([SENTENCE_BREAK] if out else []) + _sentence_in_order(sentence)
+    return tuple(out)
 
 
 def _phrase_table() -> dict[tuple[str, ...], str]:
@@ -113,7 +130,6 @@ def _raw_tokens(text: str) -> list[str]:
     text = re.sub(r"(\w)'s\b", r"\1 's", text)  # my colleague's password: the owner is a token of its own
     text = re.sub(r"\.{2,}|…", ",", text)  # an ellipsis is a pause, not the end of a sentence
     text = _WANT_THEN_HOW.sub(r"how do i \1", _POSSIBLE_FOR.sub(r"can \1", text))
-    text = _IS_OVER.sub(lambda m: "ends" if m.group(1) == "is" else "end", text)
     text = _DO_YOU_CHARGE.sub(r"is there a fee \1", text)
     return _TOKEN.findall(text)
 
@@ -181,13 +197,18 @@ def _replace_phrases(tokens: list[str]) -> list[str]:
 
 
 def _number(token: str) -> list[str]:
-    cleaned = token.lstrip("$").rstrip("%").replace(",", "")
-    if "." in cleaned:
+    negative = token.startswith("-")
+    unsigned = token.lstrip("-")
+    currency = _CURRENCIES.get(unsigned[0])
+    cleaned = unsigned.lstrip("$£€¥").rstrip("%").replace(",", "")
+    if currency and "." in cleaned:  # $12.50 = $12.5; but version 10.10 is not 10.1
         cleaned = cleaned.rstrip("0").rstrip(".") or "0"
-    return [cleaned] + (["usd"] if token.startswith("$") else []) + (["%"] if token.endswith("%") else [])
+    value = ("-" if negative else "") + cleaned
+    return [value] + ([currency] if currency else []) + (["%"] if token.endswith("%") else [])
 
 
 _BE = frozenset("is are was were be been will".split())
+_IRREGULAR_PAST = frozenset("paid sent given told shown made done taken sold bought kept owed".split())
 _GREETINGS = frozenset("hi hello hey".split())
 
 
@@ -197,23 +218,30 @@ def _carries_nothing(tokens: list[str], position: int) -> bool:
     token = tokens[position]
     before = tokens[position - 1] if position > 0 else ""
     after = tokens[position + 1] if position + 1 < len(tokens) else ""
-    if token == "there":
-        return before in _BE or after in _BE or before in _GREETINGS
+    two_before = tokens[position - 2] if position > 1 else ""
+    if token == "there":  # "is there a fee", "there is", "will there be"; not "will the engineer be there"
+        opens = position < 2 or two_before in _BOUNDARY or two_before in QUESTION_STARTS
+        return after in _BE or before in _GREETINGS or (before in ("is", "are", "was", "were") and opens)
     if token in ("do", "does"):
         return after not in _BOUNDARY and after != ""
+    if token in ("a", "an", "the") and before in ("is", "are") and two_before == "what":
+        return False  # "What is a routing number?" asks what one is, "What is the routing number?" mine
+    participle = after.endswith("ed") or after in _IRREGULAR_PAST
+    if token in ("is", "are", "am") and before in ("who", "what") and participle:
+        return False  # "Who is paid first?" is not "Who paid first?"
     return token in FILLER or token in FUNCTION_WORDS
 
 
 def _canonical(tokens: list[str]) -> list[str]:
     out: list[str] = []
     for position, token in enumerate(tokens):
-        if token[0].isdigit() or token[0] == "$":
+        if token[0].isdigit() or (token[0] in "-$£€¥" and len(token) > 1):
             out += _number(token)
         elif token in NUMBER_WORDS and not (token == "one" and position > 0 and tokens[position - 1] in DETERMINERS):
             out.append(NUMBER_WORDS[token])
         elif token in _UNITS:
             out.append(_UNITS[token])
-        elif token in ("there", "do", "does") or token in FILLER or token in FUNCTION_WORDS:
+        elif token in ("there", "do", "does") or token in FILLER or token in FUNCTION_WORDS:  # noqa: SIM114
             if _carries_nothing(tokens, position):
                 continue
             out.append(token)
@@ -250,7 +278,8 @@ def _active(clause: list[str]) -> list[str]:
 
 
 def _canonical_clause(clause: list[str]) -> tuple[str, ...]:
-    head = clause[:1] if clause and (clause[0] == CONDITION or clause[0] in _SUBORDINATORS) else []
+    heads = _SUBORDINATORS | _JOINERS | {CONDITION}
+    head = clause[:1] if clause and clause[0] in heads else []
     body = _active(clause[len(head) :])
     modals = [t for t in body if t in MODALS]
     return tuple(head + modals + [t for t in body if t not in MODALS])
@@ -260,18 +289,21 @@ def _clauses(tokens: list[str]) -> tuple[tuple[str, ...], ...]:
     clauses: list[tuple[str, ...]] = []
     current: list[str] = []
     for token in tokens:
-        if token in ("and", "but") and current and current[0] == CONDITION:
+        if token in _JOINERS and current and current[0] == CONDITION:
             current.append(token)  # "if I cancel and rebook": one condition, not a condition and a wish
         elif token in _BOUNDARY or token in _SUBORDINATORS or token in _JOINERS or token in _CONDITIONS:
             if current:
                 clauses.append(_canonical_clause(current))
-            current = [token] if token in _SUBORDINATORS else [CONDITION] if token in _CONDITIONS else []
+            if token in _SENTENCE_ENDS:
+                clauses.append(SENTENCE_BREAK)
+            # A joiner heads its clause: "covered but the screen" is not "covered and the screen".
+            current = [CONDITION] if token in _CONDITIONS else [token] if token not in _BOUNDARY else []
         else:
             current.append(token)
     if current:
         clauses.append(_canonical_clause(current))
-    # A clause left with only a subordinator ("..., and thanks!") carries nothing.
-    return in_canonical_order(c for c in clauses if not (len(c) == 1 and is_qualifier(c)))
+    # A clause left with only its head ("..., and thanks!") carries nothing.
+    return in_canonical_order(c for c in clauses if not (len(c) == 1 and (is_qualifier(c) or c[0] in _JOINERS)))
 
 
 @lru_cache(maxsize=4096)  # a folded 2,000-character text is ~20 KB
@@ -287,7 +319,7 @@ def fold(text: str) -> Folded:
                 sequence.append(".")
         elif token in _BOUNDARY:
             pauses.add(len(sequence))
-        elif token not in _JOINERS:
+        else:
             sequence.append(token)
     if sequence and sequence[-1] == ".":
         sequence.pop()
@@ -295,6 +327,17 @@ def fold(text: str) -> Folded:
 
 
 def normalise_text(text: str) -> str:
-    """Case, width and whitespace folded: exact (S1) identity."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"\s+", " ", folded).strip().rstrip(" .?!")
+    """Case, width and whitespace folded: exact (S1) identity. A final "." or "!" may go, a final "?"
+    stays: "My flight is cancelled." is not "My flight is cancelled?"."""
+    folded = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    asks = folded.rstrip(" .!").endswith("?")
+    return folded.rstrip(" .?!") + ("?" if asks else "")
+
+
+# What the folding reads: Latin letters, digits, punctuation, currency and arithmetic signs. Text with
+# anything else ("Как отменить заказ?", "-20°C") is reused only when identical.
+_READABLE = re.compile(r"[a-z0-9\s.,;:!?'\"()\-$%&£€¥+*/=<>×÷^#@_]*")
+
+
+def readable(text: str) -> bool:
+    return _READABLE.fullmatch(unicodedata.normalize("NFKC", text).casefold().replace("’", "'")) is not None
