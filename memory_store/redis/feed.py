@@ -208,6 +208,7 @@ class Feed:
             if fields.get(b"op") in (b"add", b"upd"):
                 wanted.setdefault(fields[b"t"].decode(), []).append(fields[b"id"].decode())
         fetched: dict[tuple[str, str], Decoded] = {}
+        read_after = mirror.body_writes()  # an update this replica makes meanwhile is newer than what is read
         for tenant, ids in wanted.items():
             unique = list(dict.fromkeys(ids))
             for episode_id, decoded in zip(
@@ -222,7 +223,7 @@ class Feed:
                 decoded = fetched.get((tenant, episode_id))
                 if decoded is not None:
                     entry, raw = decoded
-                    mirror.put(episode_id, entry, np.frombuffer(raw, dtype=np.float32))
+                    mirror.put(episode_id, entry, np.frombuffer(raw, dtype=np.float32), read_after=read_after)
             elif op == b"del":
                 mirror.remove(fields[b"id"].decode())
             elif op == b"drop":

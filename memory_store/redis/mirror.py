@@ -28,6 +28,9 @@ class MirrorEntry:
     hits: int
     last_used_at: float
     usable: bool
+    # The mirror's write count when this replica last changed the body itself (`update_body`): a
+    # body the feed fetched from Redis before that write is older and must not replace it.
+    body_written: int = 0
 
     @classmethod
     def of(cls, episode: Episode) -> MirrorEntry:
@@ -58,15 +61,23 @@ class Mirror:
         self._counts: dict[str, int] = {}  # per tenant (no per-tenant id sets: ~50 B an episode)
         self._indexes: dict[tuple[str, str], ScopeIndex] = {}
         self._lock = threading.RLock()
+        self._body_writes = 0
 
     # -- writes ----------------------------------------------------------------------------
 
-    def put(self, episode_id: str, entry: MirrorEntry, vector: np.ndarray) -> bool:
-        """Insert, or refresh the fields of an entry already held; True when it was new."""
+    def body_writes(self) -> int:
+        """Taken before reading episodes from Redis: `put(..., read_after=...)` then keeps a newer local body."""
+        with self._lock:
+            return self._body_writes
+
+    def put(self, episode_id: str, entry: MirrorEntry, vector: np.ndarray, read_after: int | None = None) -> bool:
+        """Insert, or refresh the fields of an entry already held; True when it was new. `read_after`:
+        the `body_writes()` before the entry was read from Redis; a body this replica wrote since wins."""
         with self._lock:
             held = self._entries.get(episode_id)
             if held is not None:
-                held.body, held.usable = entry.body, entry.usable
+                if read_after is None or held.body_written <= read_after:
+                    held.body, held.usable = entry.body, entry.usable
                 held.hits = max(held.hits, entry.hits)
                 held.last_used_at = max(held.last_used_at, entry.last_used_at)
                 return False
@@ -104,6 +115,8 @@ class Mirror:
                 return False
             held.body = episode.model_dump_json().encode()
             held.usable = episode.usable
+            self._body_writes += 1
+            held.body_written = self._body_writes
             return True
 
     def note_hit(self, episode_id: str, now: float) -> None:
