@@ -59,6 +59,9 @@ class AuditCounts:
     def lower_bound(self) -> float:
         return wilson(self.disagreements, self.trials)[0]
 
+    def copy(self) -> AuditCounts:
+        return AuditCounts(self.agreements, self.disagreements)
+
 
 ScopeCounts = dict[tuple[str, str], AuditCounts]
 
@@ -66,7 +69,9 @@ ScopeCounts = dict[tuple[str, str], AuditCounts]
 class AuditLedger(Protocol):
     """Where audit outcomes are counted: per (tenant, scope) and per tenant."""
 
-    def add(self, tenant: str, scope: str, agreed: bool) -> None: ...
+    def add(self, tenant: str, scope: str, agreed: bool) -> AuditCounts:
+        """Count one outcome; returns the scope's counts after it."""
+        ...
 
     def scopes(self) -> ScopeCounts:
         """Every scope's counts (what the budget decides on)."""
@@ -83,24 +88,23 @@ class LocalAuditLedger:
         self._tenants: dict[str, AuditCounts] = {}
         self._lock = threading.Lock()
 
-    def add(self, tenant: str, scope: str, agreed: bool) -> None:
+    def add(self, tenant: str, scope: str, agreed: bool) -> AuditCounts:
         with self._lock:
-            for counts in (
-                self._scopes.setdefault((tenant, scope), AuditCounts()),
-                self._tenants.setdefault(tenant, AuditCounts()),
-            ):
+            scope_counts = self._scopes.setdefault((tenant, scope), AuditCounts())
+            for counts in (scope_counts, self._tenants.setdefault(tenant, AuditCounts())):
                 if agreed:
                     counts.agreements += 1
                 else:
                     counts.disagreements += 1
+            return scope_counts.copy()
 
     def scopes(self) -> ScopeCounts:
         with self._lock:
-            return {key: AuditCounts(c.agreements, c.disagreements) for key, c in self._scopes.items()}
+            return {key: c.copy() for key, c in self._scopes.items()}
 
     def tenants(self) -> dict[str, AuditCounts]:
         with self._lock:
-            return {t: AuditCounts(c.agreements, c.disagreements) for t, c in self._tenants.items()}
+            return {t: c.copy() for t, c in self._tenants.items()}
 
 
 class FalseReuseEstimate:
@@ -123,9 +127,11 @@ class FalseReuseEstimate:
         self._lock = threading.Lock()
 
     def record(self, tenant: str, scope: str, agreed: bool) -> None:
-        """Called from background work (the audit), never on the request path."""
-        self.ledger.add(tenant, scope, agreed)
-        self.sync()
+        """Called from background work (the audit), never on the request path. The audited scope's copy
+        is the ledger's count at once; other replicas' audits arrive with the next `sync`."""
+        counts = self.ledger.add(tenant, scope, agreed)
+        with self._lock:
+            self._scopes[(tenant, scope)] = counts
 
     def sync(self) -> None:
         """This replica's copy from the ledger (other replicas' audits included)."""

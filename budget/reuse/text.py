@@ -241,10 +241,8 @@ def _canonical(tokens: list[str]) -> list[str]:
             out.append(NUMBER_WORDS[token])
         elif token in _UNITS:
             out.append(_UNITS[token])
-        elif token in ("there", "do", "does") or token in FILLER or token in FUNCTION_WORDS:  # noqa: SIM114
-            if _carries_nothing(tokens, position):
-                continue
-            out.append(token)
+        elif _carries_nothing(tokens, position):
+            continue
         else:
             out.append(SYNONYMS.get(token, token))
     return out

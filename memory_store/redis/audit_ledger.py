@@ -31,13 +31,15 @@ class RedisAuditLedger:
     def _key(self, tenant: str) -> str:
         return f"{self.keys.tenant_base(tenant)}:audit"
 
-    def add(self, tenant: str, scope: str, agreed: bool) -> None:
-        outcome = _OUTCOME[agreed]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(self._key(tenant), f"{scope}|{outcome}", 1)
-        pipe.hincrby(self._key(tenant), f"|{outcome}", 1)
+    def add(self, tenant: str, scope: str, agreed: bool) -> AuditCounts:
+        key = self._key(tenant)
+        pipe = self.client.pipeline(transaction=False)  # in order on one connection: the read sees the add
+        pipe.hincrby(key, f"{scope}|{_OUTCOME[agreed]}", 1)
+        pipe.hincrby(key, f"|{_OUTCOME[agreed]}", 1)
+        pipe.hmget(key, [f"{scope}|a", f"{scope}|d"])
         pipe.sadd(self._tenants_key, tenant)
-        pipe.execute()
+        agreements, disagreements = pipe.execute()[2]
+        return AuditCounts(int(agreements or 0), int(disagreements or 0))
 
     def _hashes(self) -> dict[str, dict[str, str]]:
         tenants = sorted(self.client.smembers(self._tenants_key))  # type: ignore[arg-type]
