@@ -80,7 +80,11 @@ def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int
 
     def one(_: int) -> Any:
         return client.chat.completions.create(
-            model="qwen", messages=replay.chat_messages(item.question), temperature=temperature, max_tokens=max_tokens
+            model="qwen",
+            messages=replay.chat_messages(item.question),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            logprobs=True,  # recorded for calibrating stopping rules offline; it does not change sampling
         )
 
     with ThreadPoolExecutor(samples) as pool:
@@ -91,6 +95,9 @@ def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int
     winner = texts[finals.index(votes.most_common(1)[0][0])] if votes else texts[0]
     return {
         "finals": finals,
+        "sample_tokens": [c.usage.completion_tokens if c.usage else 0 for c in completions],
+        "finish": [c.choices[0].finish_reason for c in completions],
+        "confidence": [trace_confidence(c.choices[0].logprobs) for c in completions],
         "latency_s": time.perf_counter() - started,
         "completion_tokens": sum(c.usage.completion_tokens for c in completions if c.usage),
         "units": samples,
@@ -179,6 +186,19 @@ def merged_records(paths: Sequence[str]) -> list[dict[str, Any]]:
     return sorted(unique.values(), key=lambda r: (r["pass"], r["index"]))
 
 
+def trace_confidence(logprobs: Any, window: int = 16, tail: int = 32) -> dict[str, float] | None:
+    """Summaries of one sample's token log-probabilities (DeepConf, arXiv 2508.15260): mean, tail, weakest window."""
+    values = [t.logprob for t in (getattr(logprobs, "content", None) or []) if t.logprob is not None]
+    if not values:
+        return None
+    windows = [sum(values[i : i + window]) / window for i in range(max(1, len(values) - window + 1))]
+    return {
+        "mean": round(sum(values) / len(values), 4),
+        "tail": round(sum(values[-tail:]) / len(values[-tail:]), 4),
+        "lowest_window": round(min(windows), 4),
+    }
+
+
 def _record(pass_name: str, index: int, item: ReplayItem, result: dict[str, Any]) -> dict[str, Any]:
     record = {"pass": pass_name, "index": index, "level": item.level, "group": item.group, "gold": item.gold} | result
     print(
@@ -265,10 +285,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png-dir", default=None, help="write the charts here (bench/compute_charts.py)")
     parser.add_argument("--passes", nargs="+", help="only these passes (of --methods)")
     parser.add_argument("--merge", nargs="*", default=[], help="records of a stopped run: its .json or progress .log")
+    parser.add_argument("--levels", nargs="+", choices=LEVELS, help="only these levels (memory-off passes only)")
     args = parser.parse_args(argv)
     items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))
     passes = [*(VOTE_PASSES if "vote" in args.methods else ()), *(REFINE_PASSES if "refine" in args.methods else ())]
     passes = [p for p in passes if not args.passes or p in args.passes]
+    if args.levels:
+        if any(p.endswith("-mem") for p in passes):
+            parser.error("--levels drops the earlier levels a memory-on pass learns from")
+        items = [item for item in items if item.level in args.levels]
     earlier = merged_records(args.merge)
     workdir = Path(tempfile.mkdtemp(prefix="speedup-compute-"))
     load_before = os.getloadavg()

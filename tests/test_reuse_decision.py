@@ -294,8 +294,8 @@ def test_accepting_and_declining_an_offer_are_never_the_same_context() -> None:
     assert same_context(offer + ["user: Yes please."], thanks + offer + ["user: Yes please."])
 
 
-# What a third review found served although the answers differ; each is refused now. Known gaps, left
-# as they are: a comma added or moved inside a run-on sentence, and "depost" read as "depot".
+# What a third review found served although the answers differ; each is refused now. Known gap, left
+# as it is: a comma added or moved inside a run-on sentence.
 @pytest.mark.parametrize(
     ("stored", "asked"),
     [
@@ -362,6 +362,30 @@ def test_accepting_and_declining_an_offer_are_never_the_same_context() -> None:
 )
 def test_punctuation_signs_scripts_and_sentence_structure_are_never_folded_away(stored: str, asked: str) -> None:
     assert not compare(stored, asked).same
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("How do I get my depot key back?", "How do I get my depost key back?"),  # or "deposit"
+        ("Can I get the painted version?", "Can I get the pinted version?"),  # or "printed", "pointed"
+        ("Is the electric model in stock?", "Is the electic model in stock?"),  # or "eclectic"
+    ],
+)
+def test_a_typo_that_could_be_another_common_word_is_never_corrected(stored: str, asked: str) -> None:
+    assert not compare(stored, asked).same
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("How do I reset my password?", "How do I reset my pasword?"),
+        ("When will my delivery arrive?", "When will my deliverry arrive?"),
+        ("What happens if I miss a payment?", "What happesn if I miss a payment?"),  # "happen" is no other reading
+    ],
+)
+def test_a_typo_with_one_reading_is_corrected(stored: str, asked: str) -> None:
+    assert compare(stored, asked).same
 
 
 def test_an_answer_to_an_offer_without_a_question_mark_is_never_small_talk() -> None:

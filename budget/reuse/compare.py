@@ -11,7 +11,7 @@ from typing import Literal
 
 from wordnet_lookup import is_wordnet_term
 
-from budget.reuse.lexicon import NEGATIONS, OPPOSITE_PREFIXES
+from budget.reuse.lexicon import NEGATIONS, OPPOSITE_PREFIXES, common_words
 from budget.reuse.text import CONDITION, Folded, fold, in_canonical_order, normalise_text, readable
 
 Verdict = Literal["identical", "folded", "different"]
@@ -68,7 +68,31 @@ def _is_typo(typed: str, meant: str) -> bool:
     for prefix in OPPOSITE_PREFIXES:
         if (a.startswith(prefix) and a[len(prefix) :] == b) or (b.startswith(prefix) and b[len(prefix) :] == a):
             return False
-    return _edits(a, b) <= (1 if shorter < 8 else 2)
+    return _edits(a, b) <= (1 if shorter < 8 else 2) and not _other_readings(a, b)
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+@lru_cache(maxsize=4096)
+def _other_readings(typed: str, meant: str) -> bool:
+    """Another common word is one slip from `typed` too, so which was meant is a guess: "depost" is
+    "depot" as much as "deposit", "pinted" "painted" as much as "printed". Only single slips that keep
+    the first letter are searched, as `_is_typo` only corrects those; `meant`'s own inflections
+    ("happen" for "happens") are no other reading."""
+    splits = [(typed[:i], typed[i:]) for i in range(len(typed) + 1)]
+    slips = {left + right[1:] for left, right in splits if right}
+    slips |= {left + right[1] + right[0] + right[2:] for left, right in splits if len(right) > 1}
+    slips |= {left + c + right for left, right in splits for c in _LETTERS}
+    common = common_words()
+    return any(
+        w in common and w[0] == typed[0] and not _inflects(w, meant) for w in slips if w != meant and len(w) >= 4
+    )
+
+
+def _inflects(a: str, b: str) -> bool:
+    shorter, longer = sorted((a, b), key=len)
+    return longer.startswith(shorter) and longer[len(shorter) :] in {"s", "es", "d", "ed"}
 
 
 def _respell(asked: Folded, stored: Folded) -> Folded:

