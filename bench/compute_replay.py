@@ -10,6 +10,7 @@ vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
   fixed8-direct     8 samples per question straight to llama.cpp, majority by the bench
   vote-nomem        `speedup.samples = {max: 8}` through the proxy, memory off
   vote-mem          the same with memory on (the answer-format quality gate of bench.run_replay)
+                  (--confident-logprob X: both vote passes with compute.confident_sample_logprob = X)
 refine (temperature 0, up to 3 rounds):
   refine3-fixed     always 3 rounds: the proxy's refine with a check that never passes, memory off
   refine-nomem      `speedup.refine = {max_rounds: 3}`, the model checks its own draft, memory off
@@ -65,6 +66,7 @@ def ask(
     used = raw.headers.get("x-speedup-samples") or raw.headers.get("x-speedup-rounds") or "1/1"
     return {
         "votes": raw.headers.get("x-speedup-votes"),
+        "stop": raw.headers.get("x-speedup-vote-stop"),
         "latency_s": time.perf_counter() - started,
         "completion_tokens": completion.usage.completion_tokens if completion.usage else 0,
         "units": int(used.split("/")[0]),
@@ -108,8 +110,10 @@ def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int
 
 
 @contextmanager
-def proxy_for(pass_name: str, backend_url: str, workdir: Path) -> Iterator[str]:
+def proxy_for(pass_name: str, backend_url: str, workdir: Path, confident_logprob: float | None) -> Iterator[str]:
     env: dict[str, str] = {}
+    if confident_logprob is not None and pass_name.startswith("vote"):
+        env["SPEEDUP_COMPUTE__CONFIDENT_SAMPLE_LOGPROB"] = json.dumps(confident_logprob)
     extra: list[str] = []
     if pass_name.endswith("nomem") or pass_name == "refine3-fixed":
         extra = ["--memory", "off"]
@@ -130,6 +134,7 @@ def run_pass(
     max_tokens: int,
     first: int = 0,
     vote_temperature: float = 0.7,
+    confident_logprob: float | None = None,
 ) -> list[dict[str, Any]]:
     """One pass over the stream from item `first` on (earlier items from a run that was stopped: --merge)."""
     records = []
@@ -144,7 +149,7 @@ def run_pass(
         return records
     vote = pass_name.startswith(("vote", "fixed"))
     speedup = {"samples": {"max": 8, "mode": "vote"}} if vote else {"refine": {"max_rounds": 3}}
-    with proxy_for(pass_name, backend_url, workdir) as url:
+    with proxy_for(pass_name, backend_url, workdir, confident_logprob) as url:
         client = replay.make_client(url)
         for index, item in enumerate(items):
             if index < first:
@@ -285,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png-dir", default=None, help="write the charts here (bench/compute_charts.py)")
     parser.add_argument("--passes", nargs="+", help="only these passes (of --methods)")
     parser.add_argument("--merge", nargs="*", default=[], help="records of a stopped run: its .json or progress .log")
+    parser.add_argument(
+        "--confident-logprob",
+        type=float,
+        help="compute.confident_sample_logprob of the vote passes (off unless given; -0.075 for the bundled model)",
+    )
     parser.add_argument("--levels", nargs="+", choices=LEVELS, help="only these levels (memory-off passes only)")
     args = parser.parse_args(argv)
     items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))
@@ -304,7 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for pass_name in passes:
             done = sum(1 for r in earlier if r["pass"] == pass_name)
             records += run_pass(
-                pass_name, items, backend_url, workdir, args.max_tokens, first=done, vote_temperature=args.temperature
+                pass_name,
+                items,
+                backend_url,
+                workdir,
+                args.max_tokens,
+                first=done,
+                vote_temperature=args.temperature,
+                confident_logprob=args.confident_logprob,
             )
             Path(args.out).write_text(json.dumps({"records": records}, indent=1), encoding="utf-8")
     finally:

@@ -143,7 +143,9 @@ def test_a_contested_question_does_not_stop_early_and_never_exceeds_the_maximum(
 
 
 def test_a_familiar_question_draws_fewer_samples_and_a_reused_one_none(start_proxy: ProxyFactory, relay: Any) -> None:
-    proxy = start_proxy(relay.url)
+    # Bars far enough apart that a cold vote starts with 3 samples and a familiar one with 2: what is
+    # guarded is that memory lowers the bar (the defaults differ less, docs/ADAPTIVE_COMPUTE.md).
+    proxy = start_proxy(relay.url, compute={"cold_confidence": 0.9, "familiar_confidence": 0.85})
     cold = vote(proxy, EASY, 8)
     assert cold.headers["x-speedup-tier"] == "cold"
     proxy.settle()
@@ -158,6 +160,26 @@ def test_a_familiar_question_draws_fewer_samples_and_a_reused_one_none(start_pro
     assert again.headers["x-speedup-tier"] == "reuse"
     assert drawn(again) == (0, 8) and relay.samples == before
     assert again.parse().choices[0].message.content == cold.parse().choices[0].message.content
+
+
+def test_a_confident_first_sample_ends_the_vote_alone_and_its_logprobs_stay_the_proxys(
+    start_proxy: ProxyFactory, relay: Any
+) -> None:
+    proxy = start_proxy(relay.url, memory="off", compute={"confident_sample_logprob": -5.0})  # any answer is sure
+    raw = vote(proxy, EASY, 8)
+    assert drawn(raw) == (1, 8) and relay.samples == 1, raw.headers
+    assert raw.headers["x-speedup-vote-stop"] == "confident_sample"
+    assert relay.calls[0]["body"]["logprobs"] is True  # the proxy asked, to read the sample's confidence
+    assert raw.parse().choices[0].logprobs is None  # the client did not
+    asked = chat(proxy, logprobs=True, extra_body={"speedup": {"samples": {"max": 8}}})
+    assert drawn(asked)[0] == 1 and asked.parse().choices[0].logprobs.content
+
+
+def test_without_the_gate_one_sample_never_ends_a_vote(start_proxy: ProxyFactory, relay: Any) -> None:
+    proxy = start_proxy(relay.url, memory="off")
+    raw = vote(proxy, EASY, 8)
+    assert drawn(raw)[0] >= 2 and "logprobs" not in relay.calls[0]["body"]
+    assert raw.headers["x-speedup-vote-stop"] in ("agreement", "max_samples")
 
 
 def test_a_streamed_vote_streams_the_chosen_answer_with_every_samples_tokens(

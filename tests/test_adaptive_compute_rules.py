@@ -6,30 +6,31 @@ from __future__ import annotations
 import pytest
 
 from budget.compute.answers import AnswerFormat, answer_key
+from budget.compute.confidence import is_confident, mean_logprob
 from budget.compute.plan import ComputeConfig, plan_rounds, plan_samples, token_ladder
 from budget.compute.stopping import majority_confidence, next_wave, should_stop
 from budget.policy import PolicyConfig
 
 
-def test_unanimous_samples_stop_a_cold_vote_at_three() -> None:
+def test_unanimous_samples_stop_a_cold_vote_at_two() -> None:
     cold = ComputeConfig().cold_confidence
-    assert not should_stop([2], cold)
-    assert should_stop([3], cold)
-    assert next_wave([], cold, remaining=8) == 3  # the first wave is the fewest that could end it
+    assert not should_stop([1], cold)  # one sample alone never ends a vote by agreement
+    assert should_stop([2], cold)
+    assert next_wave([], cold, remaining=8) == 2  # the first wave is the fewest that could end it
 
 
 def test_a_split_vote_does_not_stop() -> None:
     cold = ComputeConfig().cold_confidence
     assert not should_stop([2, 1], cold)
     assert not should_stop([3, 3], cold)
-    assert not should_stop([4, 1], cold)
-    assert should_stop([5, 1], cold)  # a clear majority with dissent ends it too
+    assert not should_stop([4, 2], cold)
+    assert should_stop([3, 1], cold)  # a clear majority with dissent ends it too
     assert majority_confidence([4, 4]) == pytest.approx(0.5)
 
 
 def test_the_next_wave_never_exceeds_what_is_left() -> None:
     cold = ComputeConfig().cold_confidence
-    assert next_wave([2, 1], cold, remaining=2) == 2
+    assert next_wave([2, 2], cold, remaining=2) == 2
     assert next_wave([1, 1, 1], cold, remaining=1) == 1
 
 
@@ -37,7 +38,20 @@ def test_memory_lowers_the_confidence_a_vote_needs() -> None:
     config = ComputeConfig()
     cold, familiar = plan_samples(config, 8, 0.0), plan_samples(config, 8, 1.0)
     assert familiar.confidence < cold.confidence
-    assert next_wave([], familiar.confidence, 8) == 2 < next_wave([], cold.confidence, 8)
+    assert should_stop([4, 2], familiar.confidence) and not should_stop([4, 2], cold.confidence)
+    old = ComputeConfig(cold_confidence=0.9, familiar_confidence=0.85)  # the bar that also starts lower
+    assert next_wave([], plan_samples(old, 8, 1.0).confidence, 8) == 2 < next_wave([], 0.9, 8)
+
+
+def test_the_confident_sample_gate_reads_the_mean_token_logprob() -> None:
+    sure = {"content": [{"token": "4", "logprob": -0.01}, {"token": ".", "logprob": -0.05}]}
+    unsure = {"content": [{"token": "4", "logprob": -0.01}, {"token": ".", "logprob": -1.2}]}
+    assert mean_logprob(sure) == pytest.approx(-0.03)
+    assert is_confident(sure, -0.075) and not is_confident(unsure, -0.075)
+    assert not is_confident(None, -0.075) and not is_confident({"content": []}, -0.075)  # no logprobs: no gate
+    assert not is_confident(sure, None)  # the gate is off by default
+    assert ComputeConfig().confident_sample_logprob is None
+    assert plan_samples(ComputeConfig(confident_sample_logprob=-0.075), 8, 0.0).confident_sample_logprob == -0.075
 
 
 def test_the_clients_maximum_caps_the_plan() -> None:

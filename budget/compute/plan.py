@@ -17,10 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class ComputeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # The Beta rule's threshold (budget/compute/stopping.py): 0.90 ends a cold vote at 3 agreeing
-    # samples or 5 against 1; 0.85 a familiar one at 2 agreeing.
-    cold_confidence: float = Field(0.90, gt=0.5, lt=1.0)
-    familiar_confidence: float = Field(0.85, gt=0.5, lt=1.0)
+    # The Beta rule's threshold (budget/compute/stopping.py), calibrated on the replay's calibration
+    # streams (docs/ADAPTIVE_COMPUTE.md): 0.80 ends a cold vote at 2 agreeing samples, 3 against 1 or
+    # 5 against 2 (0.90 first drew 3 and saved half as much at the same accuracy); 0.77 a familiar
+    # one at 4 against 2 as well. Below 0.75 a single sample would end every vote.
+    cold_confidence: float = Field(0.80, gt=0.5, lt=1.0)
+    familiar_confidence: float = Field(0.77, gt=0.5, lt=1.0)
+    # Ends a vote after its first sample when that sample's mean token log-probability reaches this
+    # (budget/compute/confidence.py). None: off. Model-specific: -0.075 is the calibration stream's
+    # top decile for the bundled Qwen2.5-Coder-0.5B at temperature 0.3.
+    confident_sample_logprob: float | None = Field(None, le=0.0)
     max_samples: int = Field(16, ge=1, le=64, description="the most samples any request may ask for")
     max_refine_rounds: int = Field(5, ge=1, le=16, description="the most refine rounds any request may ask for")
     # How refine checks a draft when no verifier is configured: a second solve that must reach the same
@@ -49,6 +55,7 @@ class ComputeConfig(BaseModel):
 class SamplePlan:
     max_samples: int
     confidence: float
+    confident_sample_logprob: float | None = None  # the first sample alone ends the vote from here up
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,11 @@ class RefinePlan:
 def plan_samples(config: ComputeConfig, requested: int, familiarity: float) -> SamplePlan:
     f = min(1.0, max(0.0, familiarity))
     confidence = config.cold_confidence - f * (config.cold_confidence - config.familiar_confidence)
-    return SamplePlan(max_samples=min(requested, config.max_samples), confidence=confidence)
+    return SamplePlan(
+        max_samples=min(requested, config.max_samples),
+        confidence=confidence,
+        confident_sample_logprob=config.confident_sample_logprob,
+    )
 
 
 def plan_rounds(config: ComputeConfig, requested: int, familiarity: float) -> RefinePlan:

@@ -33,6 +33,7 @@ class ComputeUse:
     confidence: float | None = None  # vote: the stopping rule's confidence in the majority
     checks: int = 0  # refine: check calls (the model asked about its own answer)
     tally: dict[str, int] | None = None  # vote: answer -> samples that gave it, most frequent first
+    stop: str | None = None  # vote: why it ended (proxy/serving/vote.py StopReason)
 
     @property
     def skipped(self) -> int:
@@ -125,6 +126,8 @@ class Accounting:
             found["x-speedup-agreement"] = f"{compute.agreement:.2f}"
         if compute.confidence is not None:
             found["x-speedup-vote-confidence"] = f"{compute.confidence:.3f}"
+        if compute.stop is not None:
+            found["x-speedup-vote-stop"] = compute.stop
         if compute.tally:
             found["x-speedup-votes"] = ",".join(
                 f"{quote(key, safe='')}={count}" for key, count in compute.tally.items()

@@ -77,6 +77,7 @@ class AdaptiveCompute:
             agreement=result.agreement,
             confidence=result.confidence,
             tally=tally,
+            stop=result.stop,
         )
         return result.payload
 

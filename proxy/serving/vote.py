@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from budget.compute.answers import AnswerFormat, answer_key, votes_by_text
+from budget.compute.confidence import is_confident
 from budget.compute.plan import SamplePlan
 from budget.compute.stopping import majority_confidence, next_wave, should_stop
 from budget.reuse.text import normalise_text
@@ -51,6 +52,10 @@ class Ballot:
         raise AssertionError("unreachable")
 
 
+# Why a vote ended: the Beta rule, a confident first sample, no sample left, or a wave with no answer.
+StopReason = Literal["agreement", "confident_sample", "max_samples", "no_answer"]
+
+
 @dataclass(frozen=True)
 class VoteResult:
     payload: dict[str, Any]
@@ -59,6 +64,7 @@ class VoteResult:
     confidence: float
     chosen_usage: dict[str, int]
     tally: dict[str, int]  # answer key -> samples that gave it, most frequent first
+    stop: StopReason
 
 
 class VoteRunner:
@@ -74,12 +80,18 @@ class VoteRunner:
         ballot = Ballot(answer=answer, similarity=self.answer_similarity)
         template: dict[str, Any] = {}
         per_sample: list[dict[str, int]] = []
+        gate = plan.confident_sample_logprob
+        stop: StopReason = "max_samples"
         while len(ballot.keys) < plan.max_samples:
-            remaining = plan.max_samples - len(ballot.keys)
-            wave = next_wave(ballot.counts(), plan.confidence, remaining)
+            first = not ballot.keys
+            if first and gate is not None:
+                wave, wave_body = 1, {**body, "logprobs": True}  # one sample, to see how sure the model is
+            else:
+                wave = next_wave(ballot.counts(), plan.confidence, plan.max_samples - len(ballot.keys))
+                wave_body = body
             # One call per sample, concurrently: each call's usage is exact (llama.cpp reports the usage
             # of one choice for n>1), and any backend serves it; vLLM still shares the prompt's prefix cache.
-            calls = await asyncio.gather(*(self.backend.complete({**body, "n": 1}) for _ in range(wave)))
+            calls = await asyncio.gather(*(self.backend.complete({**wave_body, "n": 1}) for _ in range(wave)))
             cast = len(ballot.keys)
             for payload, _ in calls:
                 template = template or payload
@@ -88,10 +100,17 @@ class VoteRunner:
                 for choice in list(payload.get("choices") or [])[:1]:
                     await self._cast(ballot, choice)
                     per_sample.append(sample_usage)
-            if len(ballot.keys) == cast or should_stop(ballot.counts(), plan.confidence):
+            if len(ballot.keys) == cast:
+                stop = "no_answer"
+                break
+            if first and ballot.keys[0] is not None and is_confident(ballot.choices[0].get("logprobs"), gate):
+                stop = "confident_sample"
+                break
+            if should_stop(ballot.counts(), plan.confidence):
+                stop = "agreement"
                 break
         index, agreement = ballot.winner()
-        chosen = {**ballot.choices[index], "index": 0} if ballot.choices else {}
+        chosen = _as_asked({**ballot.choices[index], "index": 0}, body) if ballot.choices else {}
         result = {**template, "choices": [chosen] if chosen else []}
         return VoteResult(
             payload=result,
@@ -100,6 +119,7 @@ class VoteRunner:
             confidence=majority_confidence(ballot.counts()),
             chosen_usage=per_sample[index] if per_sample else {},
             tally=ballot.tally(),
+            stop=stop,
         )
 
     async def _cast(self, ballot: Ballot, choice: dict[str, Any]) -> None:
@@ -123,3 +143,10 @@ class VoteRunner:
                 return f"text:{index}"
         ballot.clusters.append(vector)
         return f"text:{len(ballot.clusters) - 1}"
+
+
+def _as_asked(choice: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The log-probabilities the gate asked for are the proxy's, not the client's: dropped unless it asked too."""
+    if body.get("logprobs"):
+        return choice
+    return {**choice, "logprobs": None}
