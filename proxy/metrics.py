@@ -78,6 +78,12 @@ class ProxyMetrics:
             ["tenant", "method", "kind"],
             registry=r,
         )
+        self.vote_stops = Counter(
+            "speedup_vote_stops",
+            "Why votes ended: agreement, confident_sample, max_samples or no_answer",
+            ["tenant", "reason"],
+            registry=r,
+        )
         self.request_latency = Histogram(
             "speedup_request_latency_seconds",
             "Whole request latency",

@@ -12,7 +12,9 @@ from typing import Any
 
 def mean_logprob(logprobs: Mapping[str, Any] | None) -> float | None:
     """The mean over a choice's `logprobs.content` (OpenAI format); None when the backend sent none."""
-    tokens = (logprobs or {}).get("content") or []
+    tokens = logprobs.get("content") if isinstance(logprobs, Mapping) else None
+    if not isinstance(tokens, list):
+        return None  # none sent, or not in the OpenAI shape: no evidence either way
     values = [t["logprob"] for t in tokens if isinstance(t, Mapping) and isinstance(t.get("logprob"), int | float)]
     return sum(values) / len(values) if values else None
 

@@ -20,7 +20,7 @@ class ComputeConfig(BaseModel):
     # The Beta rule's threshold (budget/compute/stopping.py), calibrated on the replay's calibration
     # streams (docs/ADAPTIVE_COMPUTE.md): 0.80 ends a cold vote at 2 agreeing samples, 3 against 1 or
     # 5 against 2 (0.90 first drew 3 and saved half as much at the same accuracy); 0.77 a familiar
-    # one at 4 against 2 as well. Below 0.75 a single sample would end every vote.
+    # one at 4 against 2 as well. At 0.75 or below a single sample would end every vote.
     cold_confidence: float = Field(0.80, gt=0.5, lt=1.0)
     familiar_confidence: float = Field(0.77, gt=0.5, lt=1.0)
     # Ends a vote after its first sample when that sample's mean token log-probability reaches this

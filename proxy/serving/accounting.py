@@ -165,6 +165,8 @@ class RequestLedger:
             method = account.compute.method
             m.compute_units.labels(account.tenant, method, "used").inc(account.compute.used)
             m.compute_units.labels(account.tenant, method, "skipped").inc(account.compute.skipped)
+            if account.compute.stop is not None:
+                m.vote_stops.labels(account.tenant, account.compute.stop).inc()
         m.request_latency.labels(tier).observe(account.total_seconds)
         m.proxy_latency.labels(tier).observe(max(0.0, account.total_seconds - account.backend_seconds))
         for observer in self.observers:

@@ -52,7 +52,8 @@ class Ballot:
         raise AssertionError("unreachable")
 
 
-# Why a vote ended: the Beta rule, a confident first sample, no sample left, or a wave with no answer.
+# Why a vote ended: the Beta rule, a confident first sample, every allowed sample drawn, or not one
+# sample with an answer (all cut off or empty).
 StopReason = Literal["agreement", "confident_sample", "max_samples", "no_answer"]
 
 
@@ -101,14 +102,15 @@ class VoteRunner:
                     await self._cast(ballot, choice)
                     per_sample.append(sample_usage)
             if len(ballot.keys) == cast:
-                stop = "no_answer"
-                break
+                break  # a wave that cast nothing would repeat forever
             if first and ballot.keys[0] is not None and is_confident(ballot.choices[0].get("logprobs"), gate):
                 stop = "confident_sample"
                 break
             if should_stop(ballot.counts(), plan.confidence):
                 stop = "agreement"
                 break
+        if not ballot.tally():
+            stop = "no_answer"
         index, agreement = ballot.winner()
         chosen = _as_asked({**ballot.choices[index], "index": 0}, body) if ballot.choices else {}
         result = {**template, "choices": [chosen] if chosen else []}
