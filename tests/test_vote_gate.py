@@ -1,7 +1,8 @@
-"""The confident-first-sample gate, on a scripted backend: only a logprob trace the gate can read, on a
-sample that answered, ends a vote alone; anything else falls back to the Beta rule. A real model cannot
-be made to send a chosen confidence or a malformed trace on cue (the real-backend test is in
-test_adaptive_compute.py)."""
+"""Votes on a scripted backend, for what a real model cannot be made to do on cue (send a chosen
+confidence, a malformed trace, or answers cut off at will; the real-backend tests are in
+test_adaptive_compute.py): only a logprob trace the gate can read, on a sample that answered, ends a
+vote alone, anything else falls back to the Beta rule; a vote cut off at a small budget moves up the
+token ladder at once, and the rungs together never draw more than the client allowed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import pytest
 
 from budget.compute.answers import AnswerFormat
 from budget.compute.plan import ComputeConfig, plan_samples
+from budget.policy import Decision
+from proxy.gateway.chat_request import ChatRequest
+from proxy.serving.accounting import Accounting
+from proxy.serving.adaptive import AdaptiveCompute
 from proxy.serving.vote import VoteRunner
 
 SURE = {"content": [{"token": "7", "logprob": -0.01, "bytes": None, "top_logprobs": []}]}
@@ -84,3 +89,37 @@ def test_a_vote_where_no_sample_answers_says_so() -> None:
     cut = [sample("Answer: 7", SURE, finish="length") for _ in range(8)]
     result, backend = run(cut)
     assert (result.drawn, result.stop) == (8, "no_answer") and len(backend.bodies) == 8
+
+
+def vote_on_a_ladder(choices: list[dict[str, Any]], ladder: list[int | None]) -> tuple[Accounting, ScriptedBackend]:
+    backend = ScriptedBackend(choices)
+    compute = AdaptiveCompute(
+        config=ComputeConfig(),
+        vote=VoteRunner(backend, None, 0.85),  # type: ignore[arg-type]
+        refine=None,  # type: ignore[arg-type]
+        open_by_default=True,
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "2+5?"}], "speedup": {"samples": {"max": 6}}}
+    request = ChatRequest.model_validate(body)
+    account = Accounting(tenant="t", decision=Decision(tier="guided", ladder=ladder), started=0.0)
+    asyncio.run(
+        compute.answer(request, {k: v for k, v in body.items() if k != "speedup"}, account.decision, "", account)
+    )
+    return account, backend
+
+
+def test_a_vote_cut_off_at_its_budget_moves_up_the_ladder_at_once() -> None:
+    cut = [sample("Step 1: 2 plus", None, finish="length") for _ in range(2)]
+    account, backend = vote_on_a_ladder(cut, [64, 128])
+    budgets = [body["max_tokens"] for body in backend.bodies]
+    assert budgets == [64, 64, 128, 128]  # one wave at 64, cut off whole; then the next rung answers
+    assert account.attempts == 2 and account.compute is not None
+    assert account.compute.used == 4 and account.compute.stop == "agreement"
+
+
+def test_the_rungs_of_a_ladder_share_the_clients_maximum() -> None:
+    cut = [sample("Step 1: 2 plus", None, finish="length") for _ in range(12)]
+    account, backend = vote_on_a_ladder(cut, [64, 128, 256, None])
+    assert len(backend.bodies) == 6  # the client allowed 6 samples in all, whatever the rungs
+    assert account.compute is not None and account.compute.used == 6
+    assert account.compute.stop in ("cut_off", "no_answer")

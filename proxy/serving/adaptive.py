@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from budget.compute.plan import ComputeConfig, plan_rounds, plan_samples
@@ -60,13 +60,15 @@ class AdaptiveCompute:
         drawn = 0
         tally: dict[str, int] = {}
         result = None
-        for rung in decision.ladder:
+        for step, rung in enumerate(decision.ladder):
             account.attempts += 1
-            result = await self.vote.run(with_budget(body, rung), plan, samples.answer, account.usage)
+            left = replace(plan, max_samples=plan.max_samples - drawn)  # the rungs share the client's maximum
+            higher = step + 1 < len(decision.ladder)
+            result = await self.vote.run(with_budget(body, rung), left, samples.answer, account.usage, higher)
             drawn += result.drawn
             tally = result.tally
-            if result.agreement > 0 or drawn >= plan.max_samples:
-                break  # some sample answered within this budget (or none is left to draw)
+            if result.stop != "cut_off" or drawn >= plan.max_samples:
+                break  # answered within this budget (or no sample is left to draw)
         assert result is not None
         account.last_usage = result.chosen_usage
         account.compute = ComputeUse(

@@ -52,9 +52,9 @@ class Ballot:
         raise AssertionError("unreachable")
 
 
-# Why a vote ended: the Beta rule, a confident first sample, every allowed sample drawn, or not one
-# sample with an answer (all cut off or empty).
-StopReason = Literal["agreement", "confident_sample", "max_samples", "no_answer"]
+# Why a vote ended: the Beta rule, a confident first sample, every allowed sample drawn, not one
+# sample with an answer (all cut off or empty), or every sample cut off with a bigger budget to try.
+StopReason = Literal["agreement", "confident_sample", "max_samples", "no_answer", "cut_off"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,18 @@ class VoteRunner:
         self.answer_similarity = answer_similarity
 
     async def run(
-        self, body: dict[str, Any], plan: SamplePlan, answer: AnswerFormat, usage: dict[str, int]
+        self,
+        body: dict[str, Any],
+        plan: SamplePlan,
+        answer: AnswerFormat,
+        usage: dict[str, int],
+        escalate_on_cut_off: bool = False,
     ) -> VoteResult:
-        """Draw until the rule stops or `plan.max_samples` are drawn; `usage` gets every sample's tokens."""
+        """Draw until the rule stops or `plan.max_samples` are drawn; `usage` gets every sample's tokens.
+
+        With `escalate_on_cut_off` (a bigger token budget is left to try), a first wave cut off whole
+        ends this vote at once instead of spending every sample on a budget too small to answer in.
+        """
         ballot = Ballot(answer=answer, similarity=self.answer_similarity)
         template: dict[str, Any] = {}
         per_sample: list[dict[str, int]] = []
@@ -103,13 +112,16 @@ class VoteRunner:
                     per_sample.append(sample_usage)
             if len(ballot.keys) == cast:
                 break  # a wave that cast nothing would repeat forever
+            if escalate_on_cut_off and all(c.get("finish_reason") == "length" for c in ballot.choices):
+                stop = "cut_off"
+                break
             if first and ballot.keys[0] is not None and is_confident(ballot.choices[0].get("logprobs"), gate):
                 stop = "confident_sample"
                 break
             if should_stop(ballot.counts(), plan.confidence):
                 stop = "agreement"
                 break
-        if not ballot.tally():
+        if not ballot.tally() and stop != "cut_off":
             stop = "no_answer"
         index, agreement = ballot.winner()
         chosen = _as_asked({**ballot.choices[index], "index": 0}, body) if ballot.choices else {}
