@@ -51,7 +51,15 @@ def test_the_confident_sample_gate_reads_the_mean_token_logprob() -> None:
     assert not is_confident(None, -0.075) and not is_confident({"content": []}, -0.075)  # no logprobs: no gate
     assert not is_confident(sure, None)  # the gate is off by default
     assert ComputeConfig().confident_sample_logprob is None
-    assert plan_samples(ComputeConfig(confident_sample_logprob=-0.075), 8, 0.0).confident_sample_logprob == -0.075
+    gated = ComputeConfig(confident_sample_logprob=-0.075)
+    assert plan_samples(gated, 8, 0.0).confident_sample_logprob == -0.075
+
+
+def test_exemplars_in_the_prompt_switch_the_confident_sample_gate_off() -> None:
+    """Guided samples were sure of themselves and wrong a third of the time on the held-out replay."""
+    gated = ComputeConfig(confident_sample_logprob=-0.075)
+    assert plan_samples(gated, 8, 0.0, guided=True).confident_sample_logprob is None
+    assert plan_samples(gated, 8, 1.0, guided=True).confident_sample_logprob is None
 
 
 def test_the_clients_maximum_caps_the_plan() -> None:

@@ -14,6 +14,7 @@ import pytest
 from budget.compute.answers import AnswerFormat
 from budget.compute.plan import ComputeConfig, plan_samples
 from budget.policy import Decision
+from memory_store.episode import Episode
 from proxy.gateway.chat_request import ChatRequest
 from proxy.serving.accounting import Accounting
 from proxy.serving.adaptive import AdaptiveCompute
@@ -91,17 +92,19 @@ def test_a_vote_where_no_sample_answers_says_so() -> None:
     assert (result.drawn, result.stop) == (8, "no_answer") and len(backend.bodies) == 8
 
 
-def vote_on_a_ladder(choices: list[dict[str, Any]], ladder: list[int | None]) -> tuple[Accounting, ScriptedBackend]:
+def vote_on_a_ladder(
+    choices: list[dict[str, Any]], ladder: list[int | None], config: ComputeConfig | None = None, **decision: Any
+) -> tuple[Accounting, ScriptedBackend]:
     backend = ScriptedBackend(choices)
     compute = AdaptiveCompute(
-        config=ComputeConfig(),
+        config=config or ComputeConfig(),
         vote=VoteRunner(backend, None, 0.85),  # type: ignore[arg-type]
         refine=None,  # type: ignore[arg-type]
         open_by_default=True,
     )
     body = {"model": "m", "messages": [{"role": "user", "content": "2+5?"}], "speedup": {"samples": {"max": 6}}}
     request = ChatRequest.model_validate(body)
-    account = Accounting(tenant="t", decision=Decision(tier="guided", ladder=ladder), started=0.0)
+    account = Accounting(tenant="t", decision=Decision(tier="guided", ladder=ladder, **decision), started=0.0)
     asyncio.run(
         compute.answer(request, {k: v for k, v in body.items() if k != "speedup"}, account.decision, "", account)
     )
@@ -123,3 +126,14 @@ def test_the_rungs_of_a_ladder_share_the_clients_maximum() -> None:
     assert len(backend.bodies) == 6  # the client allowed 6 samples in all, whatever the rungs
     assert account.compute is not None and account.compute.used == 6
     assert account.compute.stop in ("cut_off", "no_answer")
+
+
+def test_a_guided_vote_is_not_ended_by_one_sure_sample() -> None:
+    """Exemplars make the model sure without making it right: the gate is for questions asked without them."""
+    exemplar = Episode(tenant="t", scope="s", question="2+4?", context_fingerprint="", answer="Answer: 6")
+    gated = ComputeConfig(confident_sample_logprob=-0.075)
+    account, backend = vote_on_a_ladder([sample("Answer: 7", SURE)] * 3, [None], gated, exemplars=[exemplar])
+    assert all("logprobs" not in body for body in backend.bodies)
+    assert account.compute is not None and account.compute.used >= 2 and account.compute.stop == "agreement"
+    cold, _ = vote_on_a_ladder([sample("Answer: 7", SURE)], [None], gated)
+    assert cold.compute is not None and (cold.compute.used, cold.compute.stop) == (1, "confident_sample")

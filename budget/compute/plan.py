@@ -63,13 +63,16 @@ class RefinePlan:
     max_rounds: int
 
 
-def plan_samples(config: ComputeConfig, requested: int, familiarity: float) -> SamplePlan:
+def plan_samples(config: ComputeConfig, requested: int, familiarity: float, guided: bool = False) -> SamplePlan:
+    """`guided`: exemplars are in the prompt. The confident-sample gate is then off: exemplars make the
+    model sure of itself without making it right (held-out replay, docs/ADAPTIVE_COMPUTE.md), and the
+    gate was calibrated on questions asked without them."""
     f = min(1.0, max(0.0, familiarity))
     confidence = config.cold_confidence - f * (config.cold_confidence - config.familiar_confidence)
     return SamplePlan(
         max_samples=min(requested, config.max_samples),
         confidence=confidence,
-        confident_sample_logprob=config.confident_sample_logprob,
+        confident_sample_logprob=None if guided else config.confident_sample_logprob,
     )
 
 

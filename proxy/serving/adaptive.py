@@ -56,7 +56,7 @@ class AdaptiveCompute:
     ) -> dict[str, Any]:
         samples = request.speedup.samples
         assert samples is not None
-        plan = plan_samples(self.config, samples.max, decision.familiarity)
+        plan = plan_samples(self.config, samples.max, decision.familiarity, guided=bool(decision.exemplars))
         drawn = 0
         tally: dict[str, int] = {}
         result = None
