@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from string import ascii_lowercase
 from typing import Literal
 
 from wordnet_lookup import is_wordnet_term
@@ -71,9 +72,6 @@ def _is_typo(typed: str, meant: str) -> bool:
     return _edits(a, b) <= (1 if shorter < 8 else 2) and not _other_readings(a, b)
 
 
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
 @lru_cache(maxsize=4096)
 def _other_readings(typed: str, meant: str) -> bool:
     """Another common word is one slip from `typed` too, so which was meant is a guess: "depost" is
@@ -83,7 +81,7 @@ def _other_readings(typed: str, meant: str) -> bool:
     splits = [(typed[:i], typed[i:]) for i in range(len(typed) + 1)]
     slips = {left + right[1:] for left, right in splits if right}
     slips |= {left + right[1] + right[0] + right[2:] for left, right in splits if len(right) > 1}
-    slips |= {left + c + right for left, right in splits for c in _LETTERS}
+    slips |= {left + c + right for left, right in splits for c in ascii_lowercase}
     common = common_words()
     return any(
         w in common and w[0] == typed[0] and not _inflects(w, meant) for w in slips if w != meant and len(w) >= 4
