@@ -80,7 +80,7 @@ class ProxyMetrics:
         )
         self.vote_stops = Counter(
             "speedup_vote_stops",
-            "Why votes ended: agreement, confident_sample, max_samples or no_answer",
+            "Why votes ended: agreement, confident_sample, no_consensus, max_samples, no_answer or cut_off",
             ["tenant", "reason"],
             registry=r,
         )

@@ -27,6 +27,10 @@ class ComputeConfig(BaseModel):
     # (budget/compute/confidence.py). None: off. Model-specific: -0.075 is the calibration stream's
     # top decile for the bundled Qwen2.5-Coder-0.5B at temperature 0.3.
     confident_sample_logprob: float | None = Field(None, le=0.0)
+    # Ends a vote once this many samples are drawn and no two of them agree (stopping.no_consensus):
+    # on the calibration streams such votes' majority of 8 was rarely right, and 5 cost no accuracy
+    # where 3 or 4 cost 4-8 points (docs/ADAPTIVE_COMPUTE.md). None: off.
+    futility_after: int | None = Field(5, ge=2)
     max_samples: int = Field(16, ge=1, le=64, description="the most samples any request may ask for")
     max_refine_rounds: int = Field(5, ge=1, le=16, description="the most refine rounds any request may ask for")
     # How refine checks a draft when no verifier is configured: a second solve that must reach the same
@@ -56,6 +60,7 @@ class SamplePlan:
     max_samples: int
     confidence: float
     confident_sample_logprob: float | None = None  # the first sample alone ends the vote from here up
+    futility_after: int | None = None  # this many samples, no two agreeing, end the vote
 
 
 @dataclass(frozen=True)
@@ -64,15 +69,16 @@ class RefinePlan:
 
 
 def plan_samples(config: ComputeConfig, requested: int, familiarity: float, guided: bool = False) -> SamplePlan:
-    """`guided`: exemplars are in the prompt. The confident-sample gate is then off: exemplars make the
-    model sure of itself without making it right (held-out replay, docs/ADAPTIVE_COMPUTE.md), and the
-    gate was calibrated on questions asked without them."""
+    """`guided`: exemplars are in the prompt. The confident-sample gate and the futility stop are then
+    off: exemplars make the model sure of itself without making it right (held-out replay,
+    docs/ADAPTIVE_COMPUTE.md), and both were calibrated on questions asked without them."""
     f = min(1.0, max(0.0, familiarity))
     confidence = config.cold_confidence - f * (config.cold_confidence - config.familiar_confidence)
     return SamplePlan(
         max_samples=min(requested, config.max_samples),
         confidence=confidence,
         confident_sample_logprob=None if guided else config.confident_sample_logprob,
+        futility_after=None if guided else config.futility_after,
     )
 
 

@@ -43,3 +43,13 @@ def next_wave(counts: Sequence[int], confidence: float, remaining: int) -> int:
         if should_stop([ranked[0] + extra, *rest], confidence):
             return extra
     return remaining
+
+
+def no_consensus(counts: Sequence[int], futility_after: int | None) -> bool:
+    """`futility_after` or more samples answered and no two answers agree: the vote is a lottery.
+
+    More samples rarely find a majority there, and when they do it is rarely right (calibration in
+    docs/ADAPTIVE_COMPUTE.md); the vote stops and returns the earliest answer. Abstentions (cut-off
+    or empty samples) do not count.
+    """
+    return futility_after is not None and sum(counts) >= futility_after and max(counts, default=0) <= 1

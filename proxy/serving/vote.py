@@ -17,7 +17,7 @@ import numpy as np
 from budget.compute.answers import AnswerFormat, answer_key, votes_by_text
 from budget.compute.confidence import is_confident
 from budget.compute.plan import SamplePlan
-from budget.compute.stopping import majority_confidence, next_wave, should_stop
+from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop
 from budget.reuse.text import normalise_text
 from memory_store.embedding.embedder import BatchingEmbedder
 from proxy.backend.client import OpenAIBackend
@@ -52,9 +52,10 @@ class Ballot:
         raise AssertionError("unreachable")
 
 
-# Why a vote ended: the Beta rule, a confident first sample, every allowed sample drawn, not one
-# sample with an answer (all cut off or empty), or every sample cut off with a bigger budget to try.
-StopReason = Literal["agreement", "confident_sample", "max_samples", "no_answer", "cut_off"]
+# Why a vote ended: the Beta rule, a confident first sample, no two samples agreeing (futility stop),
+# every allowed sample drawn, not one sample with an answer (all cut off or empty), or every sample
+# cut off with a bigger budget to try.
+StopReason = Literal["agreement", "confident_sample", "no_consensus", "max_samples", "no_answer", "cut_off"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class VoteRunner:
                 break
             if should_stop(ballot.counts(), plan.confidence):
                 stop = "agreement"
+                break
+            if no_consensus(ballot.counts(), plan.futility_after):
+                stop = "no_consensus"
                 break
         if not ballot.tally() and stop != "cut_off":
             stop = "no_answer"

@@ -1,0 +1,153 @@
+"""The vote's stopping rule replayed offline over recorded samples: calibrate without a backend.
+
+    python -m bench.compute_sim bench/results/compute-calib-seed2-t03.json [--orders 300] \\
+        [--confidence 0.80] [--confident-logprob -0.075] [--futility 3 4 5 none] [--levels S0 S4]
+
+Takes the `fixed8-direct` records of a bench.compute_replay run (each question's 8 samples: final
+answer, finish reason, tokens and, when recorded, the mean token log-probability), and replays
+proxy/serving/vote.py's loop over many random orders of each question's samples: the first sample
+alone when the confident-sample gate is on, then `stopping.next_wave` waves until `stopping.should_stop`,
+the futility stop (`stopping.no_consensus`) or all 8 are drawn; ties go to the earliest answer; a
+cut-off sample abstains. Prints, per futility setting, accuracy and tokens against the majority of 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from bench.replay_dataset import normalize_number
+from budget.compute.stopping import next_wave, no_consensus, should_stop
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str | None  # None: abstained (cut off or no answer)
+    tokens: int
+    mean_logprob: float | None
+
+
+def samples_of(record: dict[str, Any]) -> list[Sample]:
+    finals = record["finals"]
+    finish = record.get("finish") or ["stop"] * len(finals)
+    tokens = record.get("sample_tokens") or [record["completion_tokens"] / len(finals)] * len(finals)
+    confidence = record.get("confidence") or [None] * len(finals)
+    return [
+        Sample(
+            key=final if final is not None and reason == "stop" else None,
+            tokens=int(count),
+            mean_logprob=(trace or {}).get("mean"),
+        )
+        for final, reason, count, trace in zip(finals, finish, tokens, confidence, strict=True)
+    ]
+
+
+def is_gold(key: str | None, gold: str) -> bool:
+    want = normalize_number(str(gold))
+    return key is not None and want is not None and Decimal(key) == Decimal(want)
+
+
+def replay_vote(
+    samples: Sequence[Sample], confidence: float, gate: float | None, futility: int | None, pick: str = "earliest"
+) -> tuple[str | None, int, int, str]:
+    """One vote over `samples` in their order: (chosen key, samples drawn, tokens, stop reason)."""
+    keys: list[str | None] = []
+    stop = "max_samples"
+    while len(keys) < len(samples):
+        first = not keys
+        counts = list(Counter(k for k in keys if k is not None).values())
+        wave = 1 if first and gate is not None else next_wave(counts, confidence, len(samples) - len(keys))
+        keys.extend(s.key for s in samples[len(keys) : len(keys) + wave])
+        counts = sorted(Counter(k for k in keys if k is not None).values(), reverse=True)
+        lead = samples[0]
+        if first and gate is not None and lead.key is not None and (lead.mean_logprob or -1e9) >= gate:
+            stop = "confident_sample"
+            break
+        if should_stop(counts, confidence):
+            stop = "agreement"
+            break
+        if futility is not None and no_consensus(counts, futility):
+            stop = "no_consensus"
+            break
+    tally = Counter(k for k in keys if k is not None)
+    chosen = None
+    if stop == "no_consensus" and pick == "confident":
+        drawn = [s for s in samples[: len(keys)] if s.key is not None]
+        chosen = max(drawn, key=lambda s: s.mean_logprob if s.mean_logprob is not None else -1e9).key
+    elif tally:
+        top = max(tally.values())
+        chosen = next(k for k in keys if k is not None and tally[k] == top)
+    return chosen, len(keys), sum(s.tokens for s in samples[: len(keys)]), stop
+
+
+def simulate(
+    records: Sequence[dict[str, Any]],
+    orders: int,
+    confidence: float,
+    gate: float | None,
+    futility: int | None,
+    pick: str = "earliest",
+    seed: int = 0,
+) -> dict[str, float]:
+    rng = random.Random(seed)
+    right = drawn = tokens = 0.0
+    stops: Counter[str] = Counter()
+    for record in records:
+        samples = samples_of(record)
+        for _ in range(orders):
+            order = rng.sample(samples, len(samples))
+            chosen, n, spent, stop = replay_vote(order, confidence, gate, futility, pick)
+            right += is_gold(chosen, record["gold"])
+            drawn += n
+            tokens += spent
+            stops[stop] += 1
+    runs = len(records) * orders
+    full_tokens = sum(sum(s.tokens for s in samples_of(r)) for r in records)
+    return {
+        "accuracy": right / runs,
+        "majority_of_8": sum(bool(r["correct"]) for r in records) / len(records),
+        "samples": drawn / runs,
+        "tokens_saved_pct": 100 * (1 - (tokens / orders) / full_tokens),
+        **{f"stop_{k}": v / runs for k, v in sorted(stops.items())},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="bench.compute_replay result files")
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--confidence", type=float, default=0.80)
+    parser.add_argument("--confident-logprob", type=float, default=None)
+    parser.add_argument("--futility", nargs="+", default=["none"], help="futility_after values; 'none': off")
+    parser.add_argument(
+        "--pick",
+        choices=["earliest", "confident"],
+        default="earliest",
+        help="the answer a futility stop returns: the earliest, or the most confident sample's",
+    )
+    parser.add_argument("--levels", nargs="+", default=None)
+    args = parser.parse_args(argv)
+    for path in args.runs:
+        with open(path) as handle:
+            records = [
+                r
+                for r in json.load(handle)["records"]
+                if r["pass"] == "fixed8-direct" and (args.levels is None or r["level"] in args.levels)
+            ]
+        print(f"{path}: {len(records)} questions, {args.orders} orders each")
+        for value in args.futility:
+            futility = None if value == "none" else int(value)
+            result = simulate(records, args.orders, args.confidence, args.confident_logprob, futility, args.pick)
+            cells = " ".join(f"{k}={v:.3f}" for k, v in result.items())
+            print(f"  futility={value:>4}: {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
