@@ -8,7 +8,7 @@ import pytest
 from budget.compute.answers import AnswerFormat, answer_key
 from budget.compute.confidence import is_confident, mean_logprob
 from budget.compute.plan import ComputeConfig, plan_rounds, plan_samples, token_ladder
-from budget.compute.stopping import majority_confidence, next_wave, should_stop
+from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop
 from budget.policy import PolicyConfig
 
 
@@ -60,6 +60,21 @@ def test_exemplars_in_the_prompt_switch_the_confident_sample_gate_off() -> None:
     gated = ComputeConfig(confident_sample_logprob=-0.075)
     assert plan_samples(gated, 8, 0.0, guided=True).confident_sample_logprob is None
     assert plan_samples(gated, 8, 1.0, guided=True).confident_sample_logprob is None
+
+
+def test_only_answers_that_all_differ_are_a_lottery() -> None:
+    futility = ComputeConfig().futility_after
+    assert futility == 5
+    assert no_consensus([1, 1, 1, 1, 1], futility)
+    assert not no_consensus([1, 1, 1, 1], futility)  # too few answers to tell
+    assert not no_consensus([2, 1, 1, 1, 1], futility)  # two agree: the rule may still find a majority
+    assert not no_consensus([], futility)  # abstentions are not answers
+    assert not no_consensus([1] * 8, None)  # off
+
+
+def test_exemplars_in_the_prompt_switch_the_futility_stop_off() -> None:
+    assert plan_samples(ComputeConfig(), 8, 0.0).futility_after == 5
+    assert plan_samples(ComputeConfig(), 8, 0.5, guided=True).futility_after is None
 
 
 def test_the_clients_maximum_caps_the_plan() -> None:

@@ -1,8 +1,9 @@
 """Votes on a scripted backend, for what a real model cannot be made to do on cue (send a chosen
-confidence, a malformed trace, or answers cut off at will; the real-backend tests are in
-test_adaptive_compute.py): only a logprob trace the gate can read, on a sample that answered, ends a
-vote alone, anything else falls back to the Beta rule; a vote cut off at a small budget moves up the
-token ladder at once, and the rungs together never draw more than the client allowed."""
+confidence, a malformed trace, answers cut off or all different at will; the real-backend tests are
+in test_adaptive_compute.py): only a logprob trace the gate can read, on a sample that answered, ends
+a vote alone, anything else falls back to the Beta rule; answers that all differ end a vote early,
+two competing ones do not; a vote cut off at a small budget moves up the token ladder at once, and
+the rungs together never draw more than the client allowed."""
 
 from __future__ import annotations
 
@@ -47,9 +48,11 @@ def sample(text: str, logprobs: Any = None, finish: str = "stop") -> dict[str, A
     }
 
 
-def run(choices: list[dict[str, Any]], body: dict[str, Any] | None = None) -> tuple[Any, ScriptedBackend]:
+def run(
+    choices: list[dict[str, Any]], body: dict[str, Any] | None = None, config: ComputeConfig | None = None
+) -> tuple[Any, ScriptedBackend]:
     backend = ScriptedBackend(choices)
-    plan = plan_samples(ComputeConfig(confident_sample_logprob=-0.075), 8, 0.0)
+    plan = plan_samples(config or ComputeConfig(confident_sample_logprob=-0.075), 8, 0.0)
     runner = VoteRunner(backend, None, 0.85)  # type: ignore[arg-type]
     usage: dict[str, int] = {}
     result = asyncio.run(runner.run(body or {"messages": []}, plan, AnswerFormat(), usage))
@@ -90,6 +93,34 @@ def test_a_vote_where_no_sample_answers_says_so() -> None:
     cut = [sample("Answer: 7", SURE, finish="length") for _ in range(8)]
     result, backend = run(cut)
     assert (result.drawn, result.stop) == (8, "no_answer") and len(backend.bodies) == 8
+
+
+def test_answers_that_all_differ_end_the_vote_before_the_maximum() -> None:
+    lottery = [sample(f"Answer: {n}", UNSURE) for n in range(1, 9)]
+    result, backend = run(lottery)
+    # Waves of 1, 1, 2, 2: the first boundary with five answers or more is at the sixth sample.
+    assert (result.drawn, result.stop) == (6, "no_consensus") and len(backend.bodies) == 6
+    assert result.payload["choices"][0]["message"]["content"] == "Answer: 1"  # no majority: the earliest
+    assert result.confidence < 0.8
+
+
+def test_two_competing_answers_are_not_a_lottery() -> None:
+    contested = [sample(f"Answer: {7 if n % 2 else 8}", UNSURE) for n in range(8)]
+    result, backend = run(contested)
+    assert (result.drawn, result.stop) == (8, "max_samples") and len(backend.bodies) == 8
+    assert result.tally == {"8": 4, "7": 4}
+
+
+def test_cut_off_samples_do_not_count_toward_the_futility_stop() -> None:
+    mixed = [sample(f"Answer: {n}", UNSURE, finish="length" if n % 2 else "stop") for n in range(8)]
+    result, _ = run(mixed)
+    assert result.stop == "max_samples" and result.drawn == 8  # four answers, however many samples
+
+
+def test_the_futility_stop_can_be_switched_off() -> None:
+    lottery = [sample(f"Answer: {n}") for n in range(1, 9)]
+    result, _ = run(lottery, config=ComputeConfig(futility_after=None))
+    assert (result.drawn, result.stop) == (8, "max_samples")
 
 
 def vote_on_a_ladder(
@@ -137,3 +168,13 @@ def test_a_guided_vote_is_not_ended_by_one_sure_sample() -> None:
     assert account.compute is not None and account.compute.used >= 2 and account.compute.stop == "agreement"
     cold, _ = vote_on_a_ladder([sample("Answer: 7", SURE)], [None], gated)
     assert cold.compute is not None and (cold.compute.used, cold.compute.stop) == (1, "confident_sample")
+
+
+def test_a_guided_vote_is_not_ended_by_answers_that_differ() -> None:
+    """The futility stop was calibrated on questions asked without exemplars, like the gate."""
+    exemplar = Episode(tenant="t", scope="s", question="2+4?", context_fingerprint="", answer="Answer: 6")
+    lottery = [sample(f"Answer: {n}") for n in range(1, 13)]
+    guided, _ = vote_on_a_ladder(list(lottery), [None], exemplars=[exemplar])
+    assert guided.compute is not None and (guided.compute.used, guided.compute.stop) == (6, "max_samples")
+    cold, _ = vote_on_a_ladder(list(lottery), [None])
+    assert cold.compute is not None and (cold.compute.used, cold.compute.stop) == (6, "no_consensus")

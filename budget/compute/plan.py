@@ -24,12 +24,13 @@ class ComputeConfig(BaseModel):
     cold_confidence: float = Field(0.80, gt=0.5, lt=1.0)
     familiar_confidence: float = Field(0.77, gt=0.5, lt=1.0)
     # Ends a vote after its first sample when that sample's mean token log-probability reaches this
-    # (budget/compute/confidence.py). None: off. Model-specific: -0.075 is the calibration stream's
-    # top decile for the bundled Qwen2.5-Coder-0.5B at temperature 0.3.
+    # (budget/compute/confidence.py). None: off. Model-specific: for the bundled Qwen2.5-Coder-0.5B at
+    # temperature 0.3, -0.075 is a calibration stream's top decile and -0.085 the point where, with the
+    # futility stop, two calibration streams together save half the tokens within 2 points of accuracy.
     confident_sample_logprob: float | None = Field(None, le=0.0)
-    # Ends a vote once this many samples are drawn and no two of them agree (stopping.no_consensus):
-    # on the calibration streams such votes' majority of 8 was rarely right, and 5 cost no accuracy
-    # where 3 or 4 cost 4-8 points (docs/ADAPTIVE_COMPUTE.md). None: off.
+    # Ends a vote once this many samples have answered and no two answers agree (stopping.no_consensus):
+    # on the calibration streams 5 cost at most half a point of accuracy, 3 or 4 cost 1-8 points
+    # (docs/ADAPTIVE_COMPUTE.md). None: off.
     futility_after: int | None = Field(5, ge=2)
     max_samples: int = Field(16, ge=1, le=64, description="the most samples any request may ask for")
     max_refine_rounds: int = Field(5, ge=1, le=16, description="the most refine rounds any request may ask for")

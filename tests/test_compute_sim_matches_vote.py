@@ -1,0 +1,42 @@
+"""The risk: bench.compute_sim calibrates thresholds on a copy of the vote's loop; if the copy drifts
+from proxy/serving/vote.py, the calibrated numbers describe a rule the proxy does not run."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from bench.compute_sim import Sample, replay_vote
+from budget.compute.answers import AnswerFormat
+from budget.compute.plan import ComputeConfig, plan_samples
+from proxy.serving.vote import VoteRunner
+from tests.test_vote_gate import SURE, UNSURE, ScriptedBackend, sample
+
+
+def scripted(samples: list[Sample]) -> list[dict]:
+    return [
+        sample(
+            f"Answer: {s.key}" if s.key is not None else "Step 1: and then",
+            SURE if s.mean_logprob else UNSURE,
+            finish="stop" if s.key is not None else "length",
+        )
+        for s in samples
+    ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_offline_replay_draws_what_the_proxy_draws(seed: int) -> None:
+    rng = random.Random(seed)
+    answers = rng.choice([["7", "8"], ["1", "2", "3", "4", "5", "6", "7", "8"], ["7", "7", "7", "9"], ["3", None]])
+    samples = [Sample(key=rng.choice(answers), tokens=5, mean_logprob=rng.choice([-0.01, None])) for _ in range(8)]
+    gate = rng.choice([-0.075, None])
+    config = ComputeConfig(confident_sample_logprob=gate, futility_after=rng.choice([4, 5, None]))
+    plan = plan_samples(config, 8, 0.0)
+    backend = ScriptedBackend(scripted(samples))
+    result = asyncio.run(VoteRunner(backend, None, 0.85).run({"messages": []}, plan, AnswerFormat(), {}))  # type: ignore[arg-type]
+    chosen, drawn, _, stop = replay_vote(samples, plan.confidence, gate, config.futility_after)
+    assert (drawn, stop) == (result.drawn, result.stop if result.stop != "no_answer" else "max_samples")
+    expected = result.payload["choices"][0]["message"]["content"] if result.tally else None
+    assert (f"Answer: {chosen}" if chosen is not None else None) == expected
