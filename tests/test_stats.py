@@ -180,15 +180,19 @@ def test_recorder_figures_survive_a_restart(tmp_path: Path) -> None:
 
 
 class FlakyStore:
-    """A store that is slow or down on cue."""
+    """A store that hangs or is down on cue."""
 
     def __init__(self) -> None:
         self.down = True
-        self.delay_s = 0.0
+        self.release = threading.Event()  # add() hangs until this is set
+        self.release.set()
+        self.hanging = threading.Event()  # set while an add() is hanging
         self.batches: list[Batch] = []
 
     def add(self, batch: Batch) -> None:
-        time.sleep(self.delay_s)
+        self.hanging.set()
+        self.release.wait(timeout=10)
+        self.hanging.clear()
         if self.down:
             raise ConnectionError("store down")
         self.batches.append(batch)
@@ -205,19 +209,23 @@ class FlakyStore:
 
 def test_recorder_never_blocks_nor_raises_and_keeps_figures_while_the_store_is_down() -> None:
     store = FlakyStore()
-    store.delay_s = 0.5
+    store.release.clear()
     recorder = StatsRecorder(store, PRICING, flush_interval_s=0.01)
-    time.sleep(0.05)
-    started = time.perf_counter()
-    for _ in range(200):
+    recorder.request_finished(account("reuse", cold_tokens=10, cold_seconds=0.1))
+    assert store.hanging.wait(timeout=5)  # a flush is now stuck in the store
+    for _ in range(199):
         recorder.request_finished(account("reuse", cold_tokens=10, cold_seconds=0.1))
     recorder.record_rating("t", "nonsense-tier", "bad")
     recorder.request_finished(None)  # type: ignore[arg-type]  # a broken account is logged, not raised
-    assert time.perf_counter() - started < 0.25  # 200 requests while a flush hangs for 0.5 s
-    time.sleep(0.7)
+    # Completion, not a stopwatch: had a request waited for the flush, the store would have been released
+    # (after its 10 s timeout) before the requests finished.
+    assert store.hanging.is_set()
+    store.release.set()
+    deadline = time.monotonic() + 5
+    while recorder.flush_failures < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert recorder.flush_failures >= 1
     store.down = False
-    store.delay_s = 0.0
     assert recorder.flush()
     recorder.close()
     total = sum(b.get("req:reuse", 0) for batch in store.batches for b in batch.values())
