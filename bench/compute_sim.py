@@ -19,11 +19,12 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from bench.replay_dataset import normalize_number
+from bench.replay_dataset import is_correct
+from budget.compute.answers import AnswerFormat
 from budget.compute.stopping import next_wave, no_consensus, should_stop
+from proxy.serving.vote import Ballot
 
 
 @dataclass(frozen=True)
@@ -48,42 +49,38 @@ def samples_of(record: dict[str, Any]) -> list[Sample]:
     ]
 
 
-def is_gold(key: str | None, gold: str) -> bool:
-    want = normalize_number(str(gold))
-    return key is not None and want is not None and Decimal(key) == Decimal(want)
-
-
 def replay_vote(
-    samples: Sequence[Sample], confidence: float, gate: float | None, futility: int | None, pick: str = "earliest"
+    samples: Sequence[Sample], confidence: float, gate: float | None, futility: int | None
 ) -> tuple[str | None, int, int, str]:
-    """One vote over `samples` in their order: (chosen key, samples drawn, tokens, stop reason)."""
-    keys: list[str | None] = []
+    """One vote over `samples` in their order: (chosen key, samples drawn, tokens, stop reason).
+
+    The tally and its tie rule are the proxy's own `Ballot`; only the drawing is replayed here.
+    """
+    ballot = Ballot(answer=AnswerFormat(), similarity=0.0)
     stop = "max_samples"
-    while len(keys) < len(samples):
-        first = not keys
-        counts = list(Counter(k for k in keys if k is not None).values())
-        wave = 1 if first and gate is not None else next_wave(counts, confidence, len(samples) - len(keys))
-        keys.extend(s.key for s in samples[len(keys) : len(keys) + wave])
-        counts = sorted(Counter(k for k in keys if k is not None).values(), reverse=True)
+    while len(ballot.keys) < len(samples):
+        first = not ballot.keys
+        drawn = len(ballot.keys)
+        wave = 1 if first and gate is not None else next_wave(ballot.counts(), confidence, len(samples) - drawn)
+        ballot.keys.extend(s.key for s in samples[drawn : drawn + wave])
         lead = samples[0]
-        if first and gate is not None and lead.key is not None and (lead.mean_logprob or -1e9) >= gate:
+        if (
+            first
+            and gate is not None
+            and lead.key is not None
+            and lead.mean_logprob is not None
+            and lead.mean_logprob >= gate
+        ):
             stop = "confident_sample"
             break
-        if should_stop(counts, confidence):
+        if should_stop(ballot.counts(), confidence):
             stop = "agreement"
             break
-        if futility is not None and no_consensus(counts, futility):
+        if no_consensus(ballot.counts(), futility):
             stop = "no_consensus"
             break
-    tally = Counter(k for k in keys if k is not None)
-    chosen = None
-    if stop == "no_consensus" and pick == "confident":
-        drawn = [s for s in samples[: len(keys)] if s.key is not None]
-        chosen = max(drawn, key=lambda s: s.mean_logprob if s.mean_logprob is not None else -1e9).key
-    elif tally:
-        top = max(tally.values())
-        chosen = next(k for k in keys if k is not None and tally[k] == top)
-    return chosen, len(keys), sum(s.tokens for s in samples[: len(keys)]), stop
+    chosen = ballot.keys[ballot.winner()[0]] if ballot.tally() else None
+    return chosen, len(ballot.keys), sum(s.tokens for s in samples[: len(ballot.keys)]), stop
 
 
 def simulate(
@@ -92,7 +89,6 @@ def simulate(
     confidence: float,
     gate: float | None,
     futility: int | None,
-    pick: str = "earliest",
     seed: int = 0,
 ) -> dict[str, float]:
     rng = random.Random(seed)
@@ -102,8 +98,8 @@ def simulate(
         samples = samples_of(record)
         for _ in range(orders):
             order = rng.sample(samples, len(samples))
-            chosen, n, spent, stop = replay_vote(order, confidence, gate, futility, pick)
-            right += is_gold(chosen, record["gold"])
+            chosen, n, spent, stop = replay_vote(order, confidence, gate, futility)
+            right += is_correct(chosen or "", record["gold"])
             drawn += n
             tokens += spent
             stops[stop] += 1
@@ -125,12 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--confidence", type=float, default=0.80)
     parser.add_argument("--confident-logprob", type=float, default=None)
     parser.add_argument("--futility", nargs="+", default=["none"], help="futility_after values; 'none': off")
-    parser.add_argument(
-        "--pick",
-        choices=["earliest", "confident"],
-        default="earliest",
-        help="the answer a futility stop returns: the earliest, or the most confident sample's",
-    )
     parser.add_argument("--levels", nargs="+", default=None)
     args = parser.parse_args(argv)
     for path in args.runs:
@@ -143,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path}: {len(records)} questions, {args.orders} orders each")
         for value in args.futility:
             futility = None if value == "none" else int(value)
-            result = simulate(records, args.orders, args.confidence, args.confident_logprob, futility, args.pick)
+            result = simulate(records, args.orders, args.confidence, args.confident_logprob, futility)
             cells = " ".join(f"{k}={v:.3f}" for k, v in result.items())
             print(f"  futility={value:>4}: {cells}")
     return 0
