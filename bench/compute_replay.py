@@ -10,7 +10,8 @@ vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
   fixed8-direct     8 samples per question straight to llama.cpp, majority by the bench
   vote-nomem        `speedup.samples = {max: 8}` through the proxy, memory off
   vote-mem          the same with memory on (the answer-format quality gate of bench.run_replay)
-                  (--confident-logprob X: both vote passes with compute.confident_sample_logprob = X)
+                  (--confident-logprob X, --unsure-split-logprob Y: both vote passes with
+                   compute.confident_sample_logprob = X, compute.unsure_split_logprob = Y)
 refine (temperature 0, up to 3 rounds):
   refine3-fixed     always 3 rounds: the proxy's refine with a check that never passes, memory off
   refine-nomem      `speedup.refine = {max_rounds: 3}`, the model checks its own draft, memory off
@@ -110,10 +111,11 @@ def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int
 
 
 @contextmanager
-def proxy_for(pass_name: str, backend_url: str, workdir: Path, confident_logprob: float | None) -> Iterator[str]:
+def proxy_for(pass_name: str, backend_url: str, workdir: Path, vote_compute: dict[str, float]) -> Iterator[str]:
+    """`vote_compute`: `compute` settings of the vote passes (the gate and stops calibrated per model)."""
     env: dict[str, str] = {}
-    if confident_logprob is not None and pass_name.startswith("vote"):
-        env["SPEEDUP_COMPUTE__CONFIDENT_SAMPLE_LOGPROB"] = json.dumps(confident_logprob)
+    if pass_name.startswith("vote"):
+        env.update({f"SPEEDUP_COMPUTE__{key.upper()}": json.dumps(value) for key, value in vote_compute.items()})
     extra: list[str] = []
     if pass_name.endswith("nomem") or pass_name == "refine3-fixed":
         extra = ["--memory", "off"]
@@ -134,7 +136,7 @@ def run_pass(
     max_tokens: int,
     first: int = 0,
     vote_temperature: float = 0.7,
-    confident_logprob: float | None = None,
+    vote_compute: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One pass over the stream from item `first` on (earlier items from a run that was stopped: --merge)."""
     records = []
@@ -149,7 +151,7 @@ def run_pass(
         return records
     vote = pass_name.startswith(("vote", "fixed"))
     speedup = {"samples": {"max": 8, "mode": "vote"}} if vote else {"refine": {"max_rounds": 3}}
-    with proxy_for(pass_name, backend_url, workdir, confident_logprob) as url:
+    with proxy_for(pass_name, backend_url, workdir, vote_compute or {}) as url:
         client = replay.make_client(url)
         for index, item in enumerate(items):
             if index < first:
@@ -293,7 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--confident-logprob",
         type=float,
-        help="compute.confident_sample_logprob of the vote passes (off unless given; -0.075 for the bundled model)",
+        help="compute.confident_sample_logprob of the vote passes (off unless given; -0.085 for the bundled model)",
+    )
+    parser.add_argument(
+        "--unsure-split-logprob",
+        type=float,
+        help="compute.unsure_split_logprob of the vote passes (off unless given; -0.15 for the bundled model)",
     )
     parser.add_argument("--levels", nargs="+", choices=LEVELS, help="only these levels (memory-off passes only)")
     args = parser.parse_args(argv)
@@ -321,7 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.max_tokens,
                 first=done,
                 vote_temperature=args.temperature,
-                confident_logprob=args.confident_logprob,
+                vote_compute={
+                    key: value
+                    for key, value in (
+                        ("confident_sample_logprob", args.confident_logprob),
+                        ("unsure_split_logprob", args.unsure_split_logprob),
+                    )
+                    if value is not None
+                },
             )
             Path(args.out).write_text(json.dumps({"records": records}, indent=1), encoding="utf-8")
     finally:

@@ -1,14 +1,16 @@
 """The vote's stopping rule replayed offline over recorded samples: calibrate without a backend.
 
     python -m bench.compute_sim bench/results/compute-calib-seed2-t03.json [--orders 300] \\
-        [--confidence 0.80] [--confident-logprob -0.075] [--futility 3 4 5 none] [--levels S0 S4]
+        [--confidence 0.80] [--confident-logprob -0.075] [--futility 3 4 5 none] \\
+        [--unsure-split -0.15 none] [--levels S0 S4]
 
 Takes the `fixed8-direct` records of a bench.compute_replay run (each question's 8 samples: final
 answer, finish reason, tokens and, when recorded, the mean token log-probability), and replays
 proxy/serving/vote.py's loop over many random orders of each question's samples: the first sample
 alone when the confident-sample gate is on, then `stopping.next_wave` waves until `stopping.should_stop`,
-the futility stop (`stopping.no_consensus`) or all 8 are drawn; ties go to the earliest answer; a
-cut-off sample abstains. Prints, per futility setting, accuracy and tokens against the majority of 8.
+the futility stops (`stopping.no_consensus`, `stopping.unsure_split`) or all 8 are drawn; ties go to
+the earliest answer; a cut-off sample abstains. Prints, per futility setting, accuracy and tokens
+against the majority of 8.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from bench.replay_dataset import is_correct
 from budget.compute.answers import AnswerFormat
-from budget.compute.stopping import next_wave, no_consensus, should_stop
+from budget.compute.stopping import next_wave, no_consensus, should_stop, unsure_split
 from proxy.serving.vote import Ballot
 
 
@@ -50,7 +52,11 @@ def samples_of(record: dict[str, Any]) -> list[Sample]:
 
 
 def replay_vote(
-    samples: Sequence[Sample], confidence: float, gate: float | None, futility: int | None
+    samples: Sequence[Sample],
+    confidence: float,
+    gate: float | None,
+    futility: int | None,
+    unsure_below: float | None = None,
 ) -> tuple[str | None, int, int, str]:
     """One vote over `samples` in their order: (chosen key, samples drawn, tokens, stop reason).
 
@@ -76,7 +82,8 @@ def replay_vote(
         if should_stop(ballot.counts(), confidence):
             stop = "agreement"
             break
-        if no_consensus(ballot.counts(), futility):
+        answered = [s.mean_logprob for s in samples[: len(ballot.keys)] if s.key is not None]
+        if no_consensus(ballot.counts(), futility) or unsure_split(ballot.counts(), answered, unsure_below):
             stop = "no_consensus"
             break
     chosen = ballot.keys[ballot.winner()[0]] if ballot.tally() else None
@@ -89,6 +96,7 @@ def simulate(
     confidence: float,
     gate: float | None,
     futility: int | None,
+    unsure_below: float | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
     rng = random.Random(seed)
@@ -98,7 +106,7 @@ def simulate(
         samples = samples_of(record)
         for _ in range(orders):
             order = rng.sample(samples, len(samples))
-            chosen, n, spent, stop = replay_vote(order, confidence, gate, futility)
+            chosen, n, spent, stop = replay_vote(order, confidence, gate, futility, unsure_below)
             right += is_correct(chosen or "", record["gold"])
             drawn += n
             tokens += spent
@@ -121,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--confidence", type=float, default=0.80)
     parser.add_argument("--confident-logprob", type=float, default=None)
     parser.add_argument("--futility", nargs="+", default=["none"], help="futility_after values; 'none': off")
+    parser.add_argument("--unsure-split", nargs="+", default=["none"], help="unsure_split_logprob values; 'none': off")
     parser.add_argument("--levels", nargs="+", default=None)
     args = parser.parse_args(argv)
     for path in args.runs:
@@ -132,10 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         print(f"{path}: {len(records)} questions, {args.orders} orders each")
         for value in args.futility:
-            futility = None if value == "none" else int(value)
-            result = simulate(records, args.orders, args.confidence, args.confident_logprob, futility)
-            cells = " ".join(f"{k}={v:.3f}" for k, v in result.items())
-            print(f"  futility={value:>4}: {cells}")
+            for unsure in args.unsure_split:
+                futility = None if value == "none" else int(value)
+                unsure_below = None if unsure == "none" else float(unsure)
+                result = simulate(records, args.orders, args.confidence, args.confident_logprob, futility, unsure_below)
+                cells = " ".join(f"{k}={v:.3f}" for k, v in result.items())
+                print(f"  futility={value:>4} unsure_split={unsure:>6}: {cells}")
     return 0
 
 

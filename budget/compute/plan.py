@@ -32,6 +32,10 @@ class ComputeConfig(BaseModel):
     # on the calibration streams 5 cost at most half a point of accuracy, 3 or 4 cost 1-8 points
     # (docs/ADAPTIVE_COMPUTE.md). None: off.
     futility_after: int | None = Field(5, ge=2)
+    # Ends a cold vote earlier, from its second answer, when no two answers agree and every sample's mean
+    # token log-probability is below this (stopping.unsure_split). None: off. Model-specific, like the
+    # gate: -0.15 for the bundled model at temperature 0.3 (docs/ADAPTIVE_COMPUTE.md).
+    unsure_split_logprob: float | None = Field(None, le=0.0)
     max_samples: int = Field(16, ge=1, le=64, description="the most samples any request may ask for")
     max_refine_rounds: int = Field(5, ge=1, le=16, description="the most refine rounds any request may ask for")
     # How refine checks a draft when no verifier is configured: a second solve that must reach the same
@@ -62,6 +66,12 @@ class SamplePlan:
     confidence: float
     confident_sample_logprob: float | None = None  # the first sample alone ends the vote from here up
     futility_after: int | None = None  # this many samples, no two agreeing, end the vote
+    unsure_split_logprob: float | None = None  # no two agreeing and none this sure end the vote
+
+    @property
+    def wants_logprobs(self) -> bool:
+        """Every sample's log-probabilities are needed for the unsure-split stop, the first one's for the gate."""
+        return self.unsure_split_logprob is not None
 
 
 @dataclass(frozen=True)
@@ -70,9 +80,9 @@ class RefinePlan:
 
 
 def plan_samples(config: ComputeConfig, requested: int, familiarity: float, guided: bool = False) -> SamplePlan:
-    """`guided`: exemplars are in the prompt. The confident-sample gate and the futility stop are then
+    """`guided`: exemplars are in the prompt. The confident-sample gate and the futility stops are then
     off: exemplars make the model sure of itself without making it right (held-out replay,
-    docs/ADAPTIVE_COMPUTE.md), and both were calibrated on questions asked without them."""
+    docs/ADAPTIVE_COMPUTE.md), and all were calibrated on questions asked without them."""
     f = min(1.0, max(0.0, familiarity))
     confidence = config.cold_confidence - f * (config.cold_confidence - config.familiar_confidence)
     return SamplePlan(
@@ -80,6 +90,7 @@ def plan_samples(config: ComputeConfig, requested: int, familiarity: float, guid
         confidence=confidence,
         confident_sample_logprob=None if guided else config.confident_sample_logprob,
         futility_after=None if guided else config.futility_after,
+        unsure_split_logprob=None if guided else config.unsure_split_logprob,
     )
 
 

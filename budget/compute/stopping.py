@@ -53,3 +53,15 @@ def no_consensus(counts: Sequence[int], futility_after: int | None) -> bool:
     or empty samples) do not count.
     """
     return futility_after is not None and sum(counts) >= futility_after and max(counts, default=0) <= 1
+
+
+def unsure_split(counts: Sequence[int], sample_logprobs: Sequence[float | None], unsure_below: float | None) -> bool:
+    """Two or more samples answered, no two agree, and none was sure of itself (every mean token
+    log-probability below `unsure_below`): the futility stop, earlier, where the model says it is guessing.
+
+    A sample with no log-probabilities counts as sure (no evidence, no early stop). Calibration in
+    docs/ADAPTIVE_COMPUTE.md.
+    """
+    if unsure_below is None or not no_consensus(counts, 2):
+        return False
+    return all(lp is not None and lp < unsure_below for lp in sample_logprobs)

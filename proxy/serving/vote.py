@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 
 from budget.compute.answers import AnswerFormat, answer_key, votes_by_text
-from budget.compute.confidence import is_confident
+from budget.compute.confidence import is_confident, mean_logprob
 from budget.compute.plan import SamplePlan
-from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop
+from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop, unsure_split
 from budget.reuse.text import normalise_text
 from memory_store.embedding.embedder import BatchingEmbedder
 from proxy.backend.client import OpenAIBackend
@@ -40,6 +40,10 @@ class Ballot:
     def counts(self) -> list[int]:
         return list(self.tally().values())
 
+    def answered_logprobs(self) -> list[float | None]:
+        """Each answering sample's mean token log-probability (None where the backend sent none)."""
+        return [mean_logprob(c.get("logprobs")) for c, k in zip(self.choices, self.keys, strict=True) if k is not None]
+
     def winner(self) -> tuple[int, float]:
         """The index of the first sample of the most voted answer, and that answer's share of all samples."""
         tally = self.tally()
@@ -52,7 +56,8 @@ class Ballot:
         raise AssertionError("unreachable")
 
 
-# Why a vote ended: the Beta rule, a confident first sample, no two samples agreeing (futility stop),
+# Why a vote ended: the Beta rule, a confident first sample, no two samples agreeing (a futility stop:
+# after `futility_after` answers, or from the second when none was sure),
 # every allowed sample drawn, not one sample with an answer (all cut off or empty), or every sample
 # cut off with a bigger budget to try.
 StopReason = Literal["agreement", "confident_sample", "no_consensus", "max_samples", "no_answer", "cut_off"]
@@ -99,7 +104,7 @@ class VoteRunner:
                 wave, wave_body = 1, {**body, "logprobs": True}  # one sample, to see how sure the model is
             else:
                 wave = next_wave(ballot.counts(), plan.confidence, plan.max_samples - len(ballot.keys))
-                wave_body = body
+                wave_body = {**body, "logprobs": True} if plan.wants_logprobs else body
             # One call per sample, concurrently: each call's usage is exact (llama.cpp reports the usage
             # of one choice for n>1), and any backend serves it; vLLM still shares the prompt's prefix cache.
             calls = await asyncio.gather(*(self.backend.complete({**wave_body, "n": 1}) for _ in range(wave)))
@@ -122,7 +127,9 @@ class VoteRunner:
             if should_stop(ballot.counts(), plan.confidence):
                 stop = "agreement"
                 break
-            if no_consensus(ballot.counts(), plan.futility_after):
+            if no_consensus(ballot.counts(), plan.futility_after) or unsure_split(
+                ballot.counts(), ballot.answered_logprobs(), plan.unsure_split_logprob
+            ):
                 stop = "no_consensus"
                 break
         if not ballot.tally() and stop != "cut_off":
