@@ -8,7 +8,7 @@ import pytest
 from budget.compute.answers import AnswerFormat, answer_key
 from budget.compute.confidence import is_confident, mean_logprob
 from budget.compute.plan import ComputeConfig, plan_rounds, plan_samples, token_ladder
-from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop
+from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop, unsure_split
 from budget.policy import PolicyConfig
 
 
@@ -70,6 +70,16 @@ def test_only_answers_that_all_differ_are_a_lottery() -> None:
     assert not no_consensus([2, 1, 1, 1, 1], futility)  # two agree: the rule may still find a majority
     assert not no_consensus([], futility)  # abstentions are not answers
     assert not no_consensus([1] * 8, None)  # off
+
+
+def test_only_unsure_answers_that_all_differ_are_a_guess() -> None:
+    assert unsure_split([1, 1], [-0.3, -0.2], -0.15)
+    assert not unsure_split([1, 1], [-0.3, -0.1], -0.15)  # one was sure of itself
+    assert not unsure_split([1, 1], [-0.3, None], -0.15)  # no trace: no evidence
+    assert not unsure_split([2], [-0.3, -0.2], -0.15)  # they agree
+    assert not unsure_split([1], [-0.3], -0.15)  # one answer is no split
+    assert not unsure_split([1, 1], [-0.3, -0.2], None)  # off
+    assert ComputeConfig().unsure_split_logprob is None  # model-specific, like the gate
 
 
 def test_exemplars_in_the_prompt_switch_the_futility_stop_off() -> None:

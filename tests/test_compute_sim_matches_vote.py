@@ -14,29 +14,39 @@ from budget.compute.plan import ComputeConfig, plan_samples
 from proxy.serving.vote import VoteRunner
 from tests.test_vote_gate import SURE, UNSURE, ScriptedBackend, sample
 
+SURE_MEAN, UNSURE_MEAN = -0.01, -2.0  # the mean token log-probabilities of SURE and UNSURE
+
 
 def scripted(samples: list[Sample]) -> list[dict]:
     return [
         sample(
             f"Answer: {s.key}" if s.key is not None else "Step 1: and then",
-            SURE if s.mean_logprob else UNSURE,
+            SURE if s.mean_logprob == SURE_MEAN else UNSURE,
             finish="stop" if s.key is not None else "length",
         )
         for s in samples
     ]
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_the_offline_replay_draws_what_the_proxy_draws(seed: int) -> None:
     rng = random.Random(seed)
     answers = rng.choice([["7", "8"], ["1", "2", "3", "4", "5", "6", "7", "8"], ["7", "7", "7", "9"], ["3", None]])
-    samples = [Sample(key=rng.choice(answers), tokens=5, mean_logprob=rng.choice([-0.01, None])) for _ in range(8)]
+    samples = [
+        Sample(key=rng.choice(answers), tokens=5, mean_logprob=rng.choice([SURE_MEAN, UNSURE_MEAN])) for _ in range(8)
+    ]
     gate = rng.choice([-0.075, None])
-    config = ComputeConfig(confident_sample_logprob=gate, futility_after=rng.choice([4, 5, None]))
+    config = ComputeConfig(
+        confident_sample_logprob=gate,
+        futility_after=rng.choice([4, 5, None]),
+        unsure_split_logprob=rng.choice([-0.15, None]),
+    )
     plan = plan_samples(config, 8, 0.0)
     backend = ScriptedBackend(scripted(samples))
     result = asyncio.run(VoteRunner(backend, None, 0.85).run({"messages": []}, plan, AnswerFormat(), {}))  # type: ignore[arg-type]
-    chosen, drawn, _, stop = replay_vote(samples, plan.confidence, gate, config.futility_after)
+    chosen, drawn, _, stop = replay_vote(
+        samples, plan.confidence, gate, config.futility_after, config.unsure_split_logprob
+    )
     assert (drawn, stop) == (result.drawn, result.stop if result.stop != "no_answer" else "max_samples")
     expected = result.payload["choices"][0]["message"]["content"] if result.tally else None
     assert (f"Answer: {chosen}" if chosen is not None else None) == expected

@@ -123,6 +123,45 @@ def test_the_futility_stop_can_be_switched_off() -> None:
     assert (result.drawn, result.stop) == (8, "max_samples")
 
 
+UNSURE_SPLIT = ComputeConfig(confident_sample_logprob=-0.075, unsure_split_logprob=-0.15)
+
+
+def test_two_unsure_answers_that_differ_end_the_vote_at_the_second() -> None:
+    result, backend = run([sample("Answer: 1", UNSURE), sample("Answer: 2", UNSURE)], config=UNSURE_SPLIT)
+    assert (result.drawn, result.stop) == (2, "no_consensus") and len(backend.bodies) == 2
+    assert all(body["logprobs"] is True for body in backend.bodies)  # every sample's trace is read
+    assert result.payload["choices"][0]["message"]["content"] == "Answer: 1"  # the earliest
+    assert result.payload["choices"][0]["logprobs"] is None  # the proxy's, not the client's
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        sample("Answer: 2", SURE),  # one sample is sure of itself: not a guess
+        sample("Answer: 2", None),  # no trace: no evidence, no early stop
+        sample("Answer: 1", UNSURE),  # they agree
+    ],
+)
+def test_a_split_with_a_sure_or_unread_sample_or_agreement_goes_on(second: dict[str, Any]) -> None:
+    result, _ = run([sample("Answer: 1", UNSURE), second, *[sample("Answer: 1", UNSURE)] * 6], config=UNSURE_SPLIT)
+    assert result.drawn > 2 or result.stop == "agreement"
+    assert result.stop != "no_consensus"
+
+
+def test_an_unsure_cut_off_sample_does_not_count_as_an_answer_for_the_split() -> None:
+    cut = sample("Step 1: and", UNSURE, finish="length")
+    result, _ = run([sample("Answer: 1", UNSURE), cut, *[sample("Answer: 1", UNSURE)] * 6], config=UNSURE_SPLIT)
+    assert result.stop == "agreement" and result.tally == {"1": result.drawn - 1}
+
+
+def test_the_unsure_split_stop_is_off_by_default_and_on_guided_votes() -> None:
+    split = [sample("Answer: 1", UNSURE), sample("Answer: 2", UNSURE), *[sample("Answer: 1", UNSURE)] * 6]
+    result, backend = run(list(split))
+    assert result.stop != "no_consensus" and result.drawn > 2
+    assert all("logprobs" not in body for body in backend.bodies[1:])
+    assert plan_samples(UNSURE_SPLIT, 8, 0.0, guided=True).unsure_split_logprob is None
+
+
 def vote_on_a_ladder(
     choices: list[dict[str, Any]], ladder: list[int | None], config: ComputeConfig | None = None, **decision: Any
 ) -> tuple[Accounting, ScriptedBackend]:
