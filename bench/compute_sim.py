@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.replay_dataset import is_correct
 from budget.compute.answers import AnswerFormat
-from budget.compute.stopping import next_wave, no_consensus, should_stop, unsure_split
+from budget.compute.stopping import futile, next_wave, should_stop
 from proxy.serving.vote import Ballot
 
 
@@ -83,7 +83,7 @@ def replay_vote(
             stop = "agreement"
             break
         answered = [s.mean_logprob for s in samples[: len(ballot.keys)] if s.key is not None]
-        if no_consensus(ballot.counts(), futility) or unsure_split(ballot.counts(), answered, unsure_below):
+        if futile(ballot.counts(), answered, futility, unsure_below):
             stop = "no_consensus"
             break
     chosen = ballot.keys[ballot.winner()[0]] if ballot.tally() else None

@@ -68,10 +68,9 @@ class SamplePlan:
     futility_after: int | None = None  # this many samples, no two agreeing, end the vote
     unsure_split_logprob: float | None = None  # no two agreeing and none this sure end the vote
 
-    @property
-    def wants_logprobs(self) -> bool:
-        """Every sample's log-probabilities are needed for the unsure-split stop, the first one's for the gate."""
-        return self.unsure_split_logprob is not None
+    def wants_logprobs(self, first: bool) -> bool:
+        """Every sample's log-probabilities are read by the unsure-split stop, the first one's by the gate."""
+        return self.unsure_split_logprob is not None or (first and self.confident_sample_logprob is not None)
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,13 @@ def unsure_split(counts: Sequence[int], sample_logprobs: Sequence[float | None],
     if unsure_below is None or not no_consensus(counts, 2):
         return False
     return all(lp is not None and lp < unsure_below for lp in sample_logprobs)
+
+
+def futile(
+    counts: Sequence[int],
+    sample_logprobs: Sequence[float | None],
+    futility_after: int | None,
+    unsure_below: float | None,
+) -> bool:
+    """Either futility stop: `no_consensus` after `futility_after` answers, or `unsure_split`."""
+    return no_consensus(counts, futility_after) or unsure_split(counts, sample_logprobs, unsure_below)

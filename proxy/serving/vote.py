@@ -17,7 +17,7 @@ import numpy as np
 from budget.compute.answers import AnswerFormat, answer_key, votes_by_text
 from budget.compute.confidence import is_confident, mean_logprob
 from budget.compute.plan import SamplePlan
-from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop, unsure_split
+from budget.compute.stopping import futile, majority_confidence, next_wave, should_stop
 from budget.reuse.text import normalise_text
 from memory_store.embedding.embedder import BatchingEmbedder
 from proxy.backend.client import OpenAIBackend
@@ -101,10 +101,10 @@ class VoteRunner:
         while len(ballot.keys) < plan.max_samples:
             first = not ballot.keys
             if first and gate is not None:
-                wave, wave_body = 1, {**body, "logprobs": True}  # one sample, to see how sure the model is
+                wave = 1  # one sample, to see how sure the model is
             else:
                 wave = next_wave(ballot.counts(), plan.confidence, plan.max_samples - len(ballot.keys))
-                wave_body = {**body, "logprobs": True} if plan.wants_logprobs else body
+            wave_body = {**body, "logprobs": True} if plan.wants_logprobs(first) else body
             # One call per sample, concurrently: each call's usage is exact (llama.cpp reports the usage
             # of one choice for n>1), and any backend serves it; vLLM still shares the prompt's prefix cache.
             calls = await asyncio.gather(*(self.backend.complete({**wave_body, "n": 1}) for _ in range(wave)))
@@ -127,9 +127,7 @@ class VoteRunner:
             if should_stop(ballot.counts(), plan.confidence):
                 stop = "agreement"
                 break
-            if no_consensus(ballot.counts(), plan.futility_after) or unsure_split(
-                ballot.counts(), ballot.answered_logprobs(), plan.unsure_split_logprob
-            ):
+            if futile(ballot.counts(), ballot.answered_logprobs(), plan.futility_after, plan.unsure_split_logprob):
                 stop = "no_consensus"
                 break
         if not ballot.tally() and stop != "cut_off":
