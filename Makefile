@@ -11,14 +11,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: a looser pin pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e '.[dev,verifier]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, faiss, sentence_transformers, xllamacpp, openai, fastapi"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 model: install
-	$(PY) -m proxy.backend.model_files
+	$(PY) -m proxy.backend.model_files --verifier
 	$(PY) -c "from memory_store.embedding.onnx_encoder import OnnxMiniLMEncoder; OnnxMiniLMEncoder(quantized=True)"
 
 run: model

@@ -6,6 +6,11 @@ threshold curves for the decision and for similarity alone:
 
     python -m bench.reuse_eval offline --split heldout --png docs/img/reuse_tradeoff.png
 
+With --verifier-url, the pairs the decision refuses in the unsure band (budget/reuse/equivalence.py)
+are put to that verifier model as the proxy would, and the decision with the verifier is reported
+too, swept over the verifier's P(Same) threshold (`--verifier-url embedded`: the bundled 1.5B
+model, started as the proxy starts it).
+
 Not here yet: the end-to-end run through the HTTP API (each pair isolated, and a support bot's
 day in one scope); tests/test_reuse_decision.py checks the decision end to end on its own cases.
 """
@@ -80,6 +85,10 @@ class Scored:
     pair: Pair
     similarity: float
     verdicts: dict[float, bool] = field(default_factory=dict)  # proxy decision per folded_similarity
+    verifiable: bool = False  # refused at the configured floor, in the unsure band
+    p_same: float | None = None  # the verifier's word, when it was asked
+    verify_seconds: float = 0.0
+    verify_tokens: int = 0
 
 
 def _asked(messages: list[dict[str, str]]) -> tuple[str, tuple[str, ...], str]:
@@ -88,7 +97,13 @@ def _asked(messages: list[dict[str, str]]) -> tuple[str, tuple[str, ...], str]:
     return key.question, key.context, key.context_fingerprint
 
 
-def score(pairs: list[Pair], encode: Callable[[list[str]], np.ndarray], thresholds: Iterable[float]) -> list[Scored]:
+def score(
+    pairs: list[Pair],
+    encode: Callable[[list[str]], np.ndarray],
+    thresholds: Iterable[float],
+    configured: float | None = None,
+    verify_similarity: float | None = None,
+) -> list[Scored]:
     sides = [(_asked(p.a), _asked(p.b)) for p in pairs]
     questions = sorted({side[0] for both in sides for side in both})
     vectors = dict(zip(questions, encode(questions), strict=True))
@@ -97,11 +112,59 @@ def score(pairs: list[Pair], encode: Callable[[list[str]], np.ndarray], threshol
         similarity = float(np.dot(vectors[qa], vectors[qb]))
         item = Scored(pair, similarity)
         asked = Asked(qb, cb, fb, has_tools=False)
+        candidate = Candidate(qa, ca, fa, similarity)
         for threshold in thresholds:
-            candidate = Candidate(qa, ca, fa, similarity)
             item.verdicts[threshold] = judge(candidate, asked, threshold).reuse
+        if configured is not None and verify_similarity is not None:
+            item.verifiable = judge(candidate, asked, configured, True, verify_similarity).verifiable
         scored.append(item)
     return scored
+
+
+def ask_verifier(items: list[Scored], base_url: str, cache: dict[str, float]) -> None:
+    """P(Same) for each verifiable pair, asked as the proxy asks (or from a probe's recorded answers)."""
+    import httpx
+
+    from budget.reuse.equivalence import equivalence_body, p_same
+
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        for item in items:
+            if not item.verifiable:
+                continue
+            if item.pair.id in cache:
+                item.p_same = cache[item.pair.id]
+                continue
+            stored, asked = item.pair.a[-1]["content"], item.pair.b[-1]["content"]
+            started = time.perf_counter()
+            reply = client.post("/chat/completions", json=equivalence_body(stored, asked, "reuse-verifier")).json()
+            item.verify_seconds = time.perf_counter() - started
+            item.p_same = p_same(reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"])
+            item.verify_tokens = int(reply["usage"]["total_tokens"])
+
+
+VERIFIER_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+
+
+def with_verifier(item: Scored, configured: float, min_p_same: float) -> bool:
+    return item.verdicts[configured] or (item.p_same is not None and item.p_same >= min_p_same)
+
+
+def verifier_report(items: list[Scored], configured: float, min_p_same: float) -> dict[str, Any]:
+    asked = [i for i in items if i.p_same is not None]
+    timed = sorted(i.verify_seconds for i in asked if i.verify_seconds)
+    curve = [(t, *rates(items, lambda s, t=t: with_verifier(s, configured, t))) for t in VERIFIER_THRESHOLDS]
+    return {
+        "min_p_same": min_p_same,
+        "at_configured": as_rates(rates(items, lambda s: with_verifier(s, configured, min_p_same))),
+        "curve": curve,
+        "at_budget": {str(b): best_at_budget(curve, b) for b in BUDGETS},
+        "per_category": per_category(items, lambda s: with_verifier(s, configured, min_p_same)),
+        "calls": len(asked),
+        "calls_share_of_pairs": round(len(asked) / max(1, len(items)), 4),
+        "tokens": sum(i.verify_tokens for i in asked),
+        "seconds_p50": timed[len(timed) // 2] if timed else None,
+        "seconds_p99": timed[min(len(timed) - 1, int(len(timed) * 0.99))] if timed else None,
+    }
 
 
 def rates(items: list[Scored], served: Callable[[Scored], bool]) -> tuple[float, float]:
@@ -125,13 +188,19 @@ def best_at_budget(curve: list[tuple[float, float, float]], budget: float) -> tu
 
 
 def offline(args: argparse.Namespace) -> dict[str, Any]:
+    from budget.policy import PolicyConfig
     from proxy.config import load_settings
     from proxy.container import load_encoder
 
     encoder = load_encoder(load_settings(environ={}))
     thresholds = [round(0.50 + 0.01 * i, 2) for i in range(51)]
     pairs = load_pairs(args.split)
-    scored = score(pairs, encoder.encode, thresholds)
+    verifying = getattr(args, "verifier_url", None) is not None
+    verify_similarity = PolicyConfig().verify_similarity if verifying else None
+    scored = score(pairs, encoder.encode, thresholds, args.folded_similarity, verify_similarity)
+    if verifying:
+        cache = {r["id"]: r["p_same"] for path in args.verifier_cache for r in json.loads(path.read_text())["rows"]}
+        ask_verifier(scored, args.verifier_url, cache)
     report: dict[str, Any] = {"split": args.split or "all", "pairs": len(pairs), "kinds": {}}
     for kind in ("question", "conversation"):
         items = [s for s in scored if s.pair.kind == kind]
@@ -153,6 +222,8 @@ def offline(args: argparse.Namespace) -> dict[str, Any]:
             "per_category": per_category(items, at_chosen),
             "curves": {"proxy": proxy_curve, "similarity": sim_curve},
         }
+        if verifying:
+            report["kinds"][kind]["with_verifier"] = verifier_report(items, chosen, args.min_p_same)
     if args.misses:
         show_misses(scored, args.folded_similarity, args.misses)
     return report
@@ -197,6 +268,20 @@ def print_offline(report: dict[str, Any]) -> None:
         print("  per category (share served):")
         for name, c in r["per_category"].items():
             print(f"    {name:32s} {c['label']:5s} {c['pairs']:4d}  {c['served']:.1%}")
+        verified = r.get("with_verifier")
+        if verified:
+            at = verified["at_configured"]
+            print(
+                f"  with the verifier (P(Same) >= {verified['min_p_same']}): hits served {at['hits_served']:.1%}, "
+                f"traps served {at['traps_served']:.2%}; {verified['calls']} calls "
+                f"({verified['calls_share_of_pairs']:.1%} of pairs), {verified['tokens']} tokens, "
+                f"p50 {verified['seconds_p50']} s, p99 {verified['seconds_p99']} s"
+            )
+            for t, hit, trap in verified["curve"]:
+                print(f"    P(Same) >= {t}: hits served {hit:.1%}, traps served {trap:.2%}")
+            print("    per category with the verifier (share served):")
+            for name, c in verified["per_category"].items():
+                print(f"      {name:30s} {c['label']:5s} {c['pairs']:4d}  {c['served']:.1%}")
 
 
 def plot(reports: list[dict[str, Any]], path: Path) -> None:
@@ -234,19 +319,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folded-similarity", type=float, default=None, help="default: the configured value")
     parser.add_argument("--misses", type=int, default=0, help="offline: print this many wrong decisions")
     parser.add_argument("--png", type=Path, default=None, help="offline: write the trade-off chart here")
+    parser.add_argument("--verifier-url", default=None, help="put the unsure band to this verifier (.../v1)")
+    parser.add_argument("--min-p-same", type=float, default=None, help="default: the configured value")
+    parser.add_argument("--verifier-cache", type=Path, nargs="*", default=[],
+                        help="bench.verifier_probe outputs: their P(Same) instead of asking again")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.min_p_same is None:
+        from proxy.config import ReuseVerifierSettings
+
+        args.min_p_same = ReuseVerifierSettings().min_p_same
     if args.folded_similarity is None:
         from budget.policy import PolicyConfig
 
         args.folded_similarity = PolicyConfig().folded_similarity
     started = time.perf_counter()
-    report = offline(args)
+    server = None
+    if args.verifier_url == "embedded":
+        from proxy.config import load_settings
+        from proxy.container import start_embedded_verifier
+
+        server, args.verifier_url = start_embedded_verifier(load_settings(environ={}))
+    try:
+        report = offline(args)
+    finally:
+        if server is not None:
+            server.stop()
     print_offline(report)
     if args.png:
-        other = offline(argparse.Namespace(**{**vars(args), "split": "calibration", "misses": 0}))
+        other = offline(argparse.Namespace(**{**vars(args), "split": "calibration", "misses": 0, "verifier_url": None}))
         plot([other, report] if args.split != "calibration" else [report], args.png)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"reuse-{args.mode}-{args.split}.json"
+    out = RESULTS / f"reuse-{args.mode}-{args.split}{'-verified' if args.verifier_url else ''}.json"
     out.write_text(json.dumps(report, indent=1))
     print(f"\n{time.perf_counter() - started:.0f} s; results in {out}", file=sys.stderr)
     return 0

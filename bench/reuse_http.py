@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,15 @@ def echo_backend() -> FastAPI:
     return app
 
 
-def start_proxy(backend_url: str, data_dir: Path) -> tuple[Any, str]:
+def start_proxy(backend_url: str, data_dir: Path, verifier_url: str | None = None) -> tuple[Any, str]:
     from proxy.app import create_app
     from proxy.config import load_settings
     from proxy.container import build_container
     from tests.conftest import ServerThread
 
-    flags = {"backend_url": backend_url, "data_dir": str(data_dir), "memory_deadline_ms": 5000}
+    flags: dict[str, Any] = {"backend_url": backend_url, "data_dir": str(data_dir), "memory_deadline_ms": 5000}
+    if verifier_url is not None:
+        flags["reuse_verifier"] = {"enabled": True, "url": verifier_url}
     container = build_container(load_settings(flags=flags, environ={}))
     server = ServerThread(create_app(container), lifespan="on").start()
     return server, f"http://127.0.0.1:{server.port}/v1"
@@ -174,10 +177,23 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(pick(0.5), 3), "p99": round(pick(0.99), 3), "n": len(ordered)}
 
 
+def settler(server: Any) -> Callable[[], None]:
+    """Waits until the proxy's background work (episode writes) is done."""
+    background = server.app.state.pipeline.background
+
+    def settle() -> None:
+        while background.pending:
+            time.sleep(0.005)
+
+    return settle
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reuse_http", description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", choices=SPLITS, default="heldout")
     parser.add_argument("--day-requests", type=int, default=2000)
+    parser.add_argument("--verifier-url", default=None, help="with the reuse verifier at this URL (.../v1)")
+    parser.add_argument("--day-only", action="store_true", help="only the support bot's day, not the isolated pairs")
     args = parser.parse_args(argv)
     from tests.conftest import ServerThread
 
@@ -185,26 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     backend = ServerThread(echo_backend()).start()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = start_proxy(f"http://127.0.0.1:{backend.port}/v1", Path(tmp) / "pairs")
+        backend_url = f"http://127.0.0.1:{backend.port}/v1"
+        report: dict[str, Any] = {"split": args.split, "verifier": args.verifier_url is not None}
+        if not args.day_only:
+            server, url = start_proxy(backend_url, Path(tmp) / "pairs", args.verifier_url)
+            client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+            report["pairs"] = run_pairs(client, pairs, settler(server))
+            server.stop(60)
+        server, url = start_proxy(backend_url, Path(tmp) / "day", args.verifier_url)
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
-        background = server.app.state.pipeline.background
-
-        def settle() -> None:
-            while background.pending:
-                time.sleep(0.005)
-
-        report = {"split": args.split, "pairs": run_pairs(client, pairs, settle)}
-        server.stop(60)
-        server, url = start_proxy(f"http://127.0.0.1:{backend.port}/v1", Path(tmp) / "day")
-        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
-        background = server.app.state.pipeline.background
-        report["day"] = run_day(client, pairs, args.day_requests, settle)
+        report["day"] = run_day(client, pairs, args.day_requests, settler(server))
         server.stop(60)
     backend.stop()
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=1))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"reuse-http-{args.split}.json").write_text(json.dumps(report, indent=1))
+    suffix = ("-verified" if args.verifier_url else "") + ("-day" if args.day_only else "")
+    (RESULTS / f"reuse-http-{args.split}{suffix}.json").write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -33,6 +33,9 @@ class PolicyConfig(BaseModel):
     # calibration pairs of bench/data no look-alike was served at any floor (docs/REUSE.md); typos
     # push MiniLM's similarity of true repeats down to about 0.6.
     folded_similarity: float = Field(0.55, ge=0.0, le=1.0)
+    # The unsure band's floor: a refused pair from this similarity up with no hard difference is put
+    # to the reuse verifier, when one is configured (budget/reuse/equivalence.py, docs/REUSE.md).
+    verify_similarity: float = Field(0.6, ge=0.0, le=1.0)
     # The error budget on live traffic (budget/reuse/audit.py): `audit_rate` of reuses are also
     # answered afresh in the background and compared (answer cosine >= `audit_agreement` agrees);
     # where the false-reuse rate is above `max_false_reuse` with confidence, only identical text is
@@ -86,7 +89,11 @@ class Decision(BaseModel):
     tier: Tier
     similarity: float = 0.0
     reuse_source: Episode | None = None
-    reuse_reason: str = ""  # "identical" or "folded" (budget/reuse/judge.py): only folded reuses are audited
+    # "identical", "folded" or "verified" (budget/reuse/judge.py): identical reuses are not audited
+    reuse_reason: str = ""
+    # Refused, but a verifier model may settle it (the unsure band): served if it says "Same".
+    verify_source: Episode | None = None
+    verify_similarity: float = 0.0
     exemplars: list[Episode] = Field(default_factory=list)
     look_alikes: frozenset[str] = frozenset()  # exemplars that are near-twins of another question
     max_tokens: int | None = None
@@ -106,8 +113,9 @@ class Decision(BaseModel):
 
 
 class BudgetPolicy:
-    def __init__(self, config: PolicyConfig) -> None:
+    def __init__(self, config: PolicyConfig, verifying: bool = False) -> None:
         self.config = config
+        self.verifying = verifying  # a reuse verifier is configured: name the unsure band's candidate
 
     def decide(self, facts: RequestFacts, neighbours: list[Neighbour]) -> Decision:
         """The one place a request's tier is chosen."""
@@ -117,18 +125,21 @@ class BudgetPolicy:
         best = usable[0].similarity if usable else 0.0
         if not facts.episodes_allowed:
             return self._cold(facts, best)
-        source, reason = self._reuse_source(facts, usable)
+        source, reason, unsure = self._reuse_source(facts, usable)
         if source is not None:
-            return Decision(
-                tier="reuse",
-                similarity=source.similarity,
-                reuse_source=source.episode,
-                reuse_reason=reason,
-                n=1,
-                familiarity=1.0,
-                estimated_cold_tokens=source.episode.baseline_completion_tokens,
-                estimated_cold_seconds=source.episode.baseline_seconds,
-            )
+            return _reuse(source.episode, source.similarity, reason)
+        decision = self._not_reused(facts, usable, best)
+        if unsure is not None:
+            decision.verify_source, decision.verify_similarity = unsure.episode, unsure.similarity
+        return decision
+
+    @staticmethod
+    def verified(decision: Decision) -> Decision:
+        """The unsure band's candidate, served: the verifier said it is the same question."""
+        assert decision.verify_source is not None
+        return _reuse(decision.verify_source, decision.verify_similarity, "verified")
+
+    def _not_reused(self, facts: RequestFacts, usable: list[Neighbour], best: float) -> Decision:
         close = [n for n in usable if n.similarity >= self.config.guided_similarity]
         close = close[: self.config.max_exemplars]
         if not close or self.config.max_exemplars == 0:
@@ -159,10 +170,15 @@ class BudgetPolicy:
         limit = facts.client_max_tokens
         return Decision(tier="cold", similarity=similarity, max_tokens=limit, ladder=[limit], n=facts.client_n)
 
-    def _reuse_source(self, facts: RequestFacts, neighbours: list[Neighbour]) -> tuple[Neighbour | None, str]:
-        """The episode to serve and why: "identical" (also a cut question proven by its digest) or "folded"."""
+    def _reuse_source(
+        self, facts: RequestFacts, neighbours: list[Neighbour]
+    ) -> tuple[Neighbour | None, str, Neighbour | None]:
+        """The episode to serve and why: "identical" (also a cut question proven by its digest) or
+        "folded"; else the first the verifier may settle, if any."""
+        unsure: Neighbour | None = None
         if not facts.reuse_allowed or facts.client_n != 1:
-            return None, ""
+            return None, "", None
+        verify_similarity = self.config.verify_similarity if self.verifying else None
         asked = Asked(facts.question, facts.context, facts.context_fingerprint, facts.has_tools)
         limit = facts.client_max_tokens
         for neighbour in neighbours:
@@ -172,15 +188,19 @@ class BudgetPolicy:
             if episode.question_capped or len(facts.question) > MAX_QUESTION_CHARS:
                 # Too long to compare word by word (or stored cut): only the very same text, by its digest.
                 if episode.asks(facts.question) and episode.context_fingerprint == facts.context_fingerprint:
-                    return neighbour, "identical"
+                    return neighbour, "identical", None
                 continue
             candidate = Candidate(
                 episode.question, tuple(episode.context), episode.context_fingerprint, neighbour.similarity
             )
-            verdict = judge(candidate, asked, self.config.folded_similarity, facts.folded_reuse_allowed)
+            verdict = judge(
+                candidate, asked, self.config.folded_similarity, facts.folded_reuse_allowed, verify_similarity
+            )
             if verdict.reuse:
-                return neighbour, verdict.reason
-        return None, ""
+                return neighbour, verdict.reason, None
+            if verdict.verifiable and unsure is None:
+                unsure = neighbour
+        return None, "", unsure
 
     def _familiarity(self, similarity: float, exemplars: list[Episode]) -> float:
         """How familiar a guided question is: by similarity between the guided and reuse floors, full
@@ -195,6 +215,19 @@ class BudgetPolicy:
         if client_n <= 1 or not self.config.lower_n:
             return client_n
         return max(1, math.ceil(client_n * (1.0 - 0.5 * familiarity)))
+
+
+def _reuse(episode: Episode, similarity: float, reason: str) -> Decision:
+    return Decision(
+        tier="reuse",
+        similarity=similarity,
+        reuse_source=episode,
+        reuse_reason=reason,
+        n=1,
+        familiarity=1.0,
+        estimated_cold_tokens=episode.baseline_completion_tokens,
+        estimated_cold_seconds=episode.baseline_seconds,
+    )
 
 
 def _look_alike(exemplar: Episode, question: str) -> bool:

@@ -98,6 +98,24 @@ class EmbeddedBackendSettings(BaseModel):
     startup_timeout_s: float = Field(120.0, gt=0)
 
 
+class ReuseVerifierSettings(BaseModel):
+    """The unsure band's check (docs/REUSE.md): a pair the folds refuse, from `policy.verify_similarity`
+    up and with no hard difference, is asked of a verifier model; served from memory when its
+    P(Same) is at least `min_p_same` (calibrated for the bundled Qwen2.5-Coder-1.5B)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    url: str | None = Field(None, description="an OpenAI-compatible server; None: the bundled 1.5B model, embedded")
+    api_key: str | None = None
+    model: str = "reuse-verifier"
+    min_p_same: float = Field(0.97, gt=0.0, le=1.0)
+    timeout_s: float = Field(10.0, gt=0)
+    threads: int = Field(2, ge=1, description="the embedded verifier's threads")
+    n_parallel: int = Field(2, ge=1, description="the embedded verifier's slots")
+    startup_timeout_s: float = Field(180.0, gt=0)
+
+
 class LifecycleSettings(BaseModel):
     """How long a SIGTERM waits: first for requests in flight, then for background work."""
 
@@ -146,6 +164,7 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     embedded: EmbeddedBackendSettings = Field(default_factory=EmbeddedBackendSettings)
+    reuse_verifier: ReuseVerifierSettings = Field(default_factory=ReuseVerifierSettings)
     pricing: Pricing = Field(default_factory=Pricing)
     memory_modes: MemoryModes = Field(default_factory=MemoryModes)
     limits: MemoryLimits = Field(default_factory=MemoryLimits)

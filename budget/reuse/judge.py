@@ -7,11 +7,12 @@ from typing import Literal
 
 from budget.reuse.compare import Comparison, compare
 from budget.reuse.context import same_context
+from budget.reuse.equivalence import hard_difference
 from budget.reuse.text import normalise_text
 
 Reason = Literal[
-    "identical", "folded", "different_question", "different_context", "tools_need_identical", "below_similarity",
-    "over_error_budget",
+    "identical", "folded", "verified", "different_question", "different_context", "tools_need_identical",
+    "below_similarity", "over_error_budget",
 ]  # fmt: skip
 
 
@@ -37,11 +38,20 @@ class Asked:
 class ReuseVerdict:
     reuse: bool
     reason: Reason
+    verifiable: bool = False  # refused, but in the unsure band a verifier model may settle
 
 
-def judge(candidate: Candidate, asked: Asked, folded_similarity: float, folded_allowed: bool = True) -> ReuseVerdict:
+def judge(
+    candidate: Candidate,
+    asked: Asked,
+    folded_similarity: float,
+    folded_allowed: bool = True,
+    verify_similarity: float | None = None,
+) -> ReuseVerdict:
     """Identical text (but for case and spacing) needs nothing more; a folded match also needs the
-    calibrated similarity and a scope whose audited false-reuse rate is within the budget."""
+    calibrated similarity and a scope whose audited false-reuse rate is within the budget. A refused
+    pair from `verify_similarity` up with no hard difference (budget/reuse/equivalence.py) is
+    `verifiable`: the same question in other words, if a verifier model says so."""
     if asked.has_tools and candidate.question != asked.question:
         return ReuseVerdict(False, "tools_need_identical")
     if candidate.context_fingerprint != asked.context_fingerprint and not same_context(
@@ -55,7 +65,12 @@ def judge(candidate: Candidate, asked: Asked, folded_similarity: float, folded_a
     if not folded_allowed:
         return ReuseVerdict(False, "over_error_budget")
     if compare(candidate.question, asked.question).verdict == "different":
-        return ReuseVerdict(False, "different_question")
+        verifiable = (
+            verify_similarity is not None
+            and candidate.similarity >= verify_similarity
+            and hard_difference(candidate.question, asked.question) is None
+        )
+        return ReuseVerdict(False, "different_question", verifiable)
     return ReuseVerdict(True, "folded")
 
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from budget.policy import Decision
 from memory_store.scope import MemoryKey
 from proxy.metrics import ProxyMetrics
+from proxy.serving.equivalence import Verification
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Accounting:
     memory_mode: str | None = None
     reflection_id: str | None = None
     memory_key: MemoryKey | None = None
+    verification: Verification | None = None  # the reuse verifier's word on the unsure band's candidate
 
     @property
     def fixed_units(self) -> int:
@@ -136,6 +138,8 @@ class Accounting:
 
     def _memory_headers(self) -> dict[str, str]:
         found = {"x-speedup-memory-mode": self.memory_mode, "x-speedup-reflection": self.reflection_id}
+        if self.verification is not None:
+            found["x-speedup-reuse-verified"] = self.verification.header()
         return {name: value for name, value in found.items() if value}
 
 

@@ -27,6 +27,7 @@ from proxy.serving.accounting import Accounting, RequestLedger
 from proxy.serving.adaptive import AdaptiveCompute
 from proxy.serving.audit import ReuseAuditor
 from proxy.serving.background import BackgroundWork
+from proxy.serving.equivalence import ReuseVerifier, Verification
 from proxy.serving.exemplars import inject_exemplars, with_budget
 from proxy.serving.learning_hooks import LearningHooks
 from proxy.serving.recall import Recollection, recall
@@ -46,6 +47,7 @@ class MemoryParts:
     recall_k: int
     deadline_s: float
     auditor: ReuseAuditor | None = None  # the error budget on live traffic
+    verifier: ReuseVerifier | None = None  # settles the unsure band (budget/reuse/equivalence.py)
 
 
 @dataclass
@@ -108,6 +110,9 @@ class ChatPipeline:
         recollection = await self._recall(key)
         mode = self.learning.mode_for(tenant, request.model, request.speedup.memory_mode) if self.learning else None
         decision = self.policy.decide(self._facts(request, key, recollection, mode), recollection.neighbours)
+        verification = await self._verify(key, decision)
+        if verification is not None and verification.same:
+            decision = self.policy.verified(decision)
         account = Accounting(
             tenant=tenant,
             decision=decision,
@@ -116,6 +121,7 @@ class ChatPipeline:
             model=request.model,
             memory_mode=mode,
             memory_key=key,
+            verification=verification,
         )
         if key is not None and mode is not None and self.learning is not None:
             body, account.reflection_id = await self.learning.prepare(key, body, mode, recollection, decision)
@@ -131,6 +137,14 @@ class ChatPipeline:
         if self.compute is None:
             raise ProxyError(400, "speedup samples and refine are not available here", code="option_not_allowed")
         return self.compute
+
+    async def _verify(self, key: MemoryKey | None, decision: Decision) -> Verification | None:
+        """The verifier's word on the unsure band's candidate, when there is one and a verifier."""
+        source = decision.verify_source
+        verifier = self.memory.verifier if self.memory is not None else None
+        if decision.tier == "reuse" or source is None or verifier is None or key is None:
+            return None
+        return await verifier.check(source.question, key.question, key.tenant)
 
     def _memory_key(self, tenant: str, request: ChatRequest, body: dict[str, Any]) -> MemoryKey | None:
         if request.speedup.memory == "off" or self.memory is None:
@@ -170,8 +184,8 @@ class ChatPipeline:
         source = account.decision.reuse_source
         assert source is not None and self.memory is not None
         self.background.spawn(self.memory.store.arecord_hit(source.tenant, source.id))
-        if self.memory.auditor is not None and account.decision.reuse_reason == "folded":
-            # Only folded matches can be a look-alike's answer: identical text would dilute the rate.
+        if self.memory.auditor is not None and account.decision.reuse_reason in ("folded", "verified"):
+            # Only these can be a look-alike's answer: identical text would dilute the rate.
             self.memory.auditor.maybe_audit(body, source, account.tenant, request.model)
         account.response_id = new_completion_id()
         account.usage = dict(ZERO_USAGE)

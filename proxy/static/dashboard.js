@@ -60,6 +60,11 @@
     setTile("false-reuse-upper", audit.upper_bound, fmtRate(audit.upper_bound));
     setTile("audit-disagreements", audit.disagreements, fmtInt(audit.disagreements));
     setTile("audit-trials", audit.agreements + audit.disagreements, fmtInt(audit.agreements + audit.disagreements));
+    const verification = t.reuse_verification;
+    setTile("verify-same", verification.same, fmtInt(verification.same));
+    setTile("verify-checks", verification.checks, fmtInt(verification.checks));
+    setTile("verify-tokens", verification.tokens, fmtInt(verification.tokens));
+    setTile("verify-errors", verification.errors, fmtInt(verification.errors));
     const compute = t.adaptive_compute;
     setTile("samples-used", compute.vote.samples_used, fmtInt(compute.vote.samples_used));
     setTile("samples-allowed", compute.vote.samples_allowed, fmtInt(compute.vote.samples_allowed));

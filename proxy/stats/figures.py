@@ -118,6 +118,10 @@ def audit_increments(agreed: bool) -> Increments:
     return {"audit_agree": 1} if agreed else {"audit_disagree": 1}
 
 
+def verification_increments(outcome: str, tokens: int) -> Increments:
+    return {f"verify_{outcome}": 1, "verify_tokens": max(0, tokens)}
+
+
 def reflection_increments(prompt_tokens: int, completion_tokens: int, model: str, pricing: Pricing) -> Increments:
     prompt_tokens, completion_tokens = max(0, prompt_tokens), max(0, completion_tokens)
     figures: Increments = {"reflection_tokens": prompt_tokens + completion_tokens}

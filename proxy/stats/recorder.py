@@ -18,6 +18,7 @@ from proxy.stats.figures import (
     rating_increments,
     reflection_increments,
     request_increments,
+    verification_increments,
 )
 from proxy.stats.pricing import Pricing
 from proxy.stats.store import Batch, StatsStore
@@ -94,6 +95,13 @@ class StatsRecorder:
             self._add(tenant, audit_increments(agreed))
         except Exception as error:  # noqa: BLE001
             log.warning("stats: audit not recorded: %s", error)
+
+    def record_verification(self, tenant: str, outcome: str, tokens: int) -> None:
+        """One unsure-band pair put to the reuse verifier (proxy/serving/equivalence.py)."""
+        try:
+            self._add(tenant, verification_increments(outcome, tokens))
+        except Exception as error:  # noqa: BLE001
+            log.warning("stats: verification not recorded: %s", error)
 
     def reflection_spent(self, cost: Any) -> None:
         """Listener for proxy.learning.reflection_writer.ReflectionCost (tenant, prompt_tokens, completion_tokens)."""

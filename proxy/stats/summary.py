@@ -82,6 +82,18 @@ def _audit(f: Increments) -> dict[str, Any]:
     }
 
 
+def _verification(f: Increments) -> dict[str, Any]:
+    """Unsure-band pairs put to the reuse verifier: how many it served, and its tokens (in reflection_tokens too)."""
+    same, different, errors = (int(f.get(f"verify_{o}", 0)) for o in ("same", "different", "error"))
+    return {
+        "checks": same + different + errors,
+        "same": same,
+        "different": different,
+        "errors": errors,
+        "tokens": int(f.get("verify_tokens", 0)),
+    }
+
+
 def _adaptive(f: Increments) -> dict[str, Any]:
     """Votes and refines: what they used of what the clients allowed, and what stopping early saved."""
     summary: dict[str, Any] = {"saved_tokens": int(f.get("compute_saved_tokens", 0))}
@@ -149,6 +161,7 @@ def totals(f: Increments, priced: bool) -> dict[str, Any]:
         "ratings": {"rated_reuse": rated_reuse, "bad_reuse": bad_reuse},
         "bad_rating_rate": _ratio(bad_reuse, rated_reuse),
         "reuse_audit": _audit(f),
+        "reuse_verification": _verification(f),
         "adaptive_compute": _adaptive(f),
         "latency_seconds": _latency(f),
     }
