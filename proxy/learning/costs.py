@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry, Counter
 
 from proxy.learning.reflection_writer import ReflectionCost
+from proxy.listeners import tell
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,4 @@ class LearningCosts:
         self._tell(ReflectionCost(tenant, "judge", prompt_tokens, completion_tokens, seconds=0.0, model=model))
 
     def _tell(self, cost: ReflectionCost) -> None:
-        for listener in self.listeners:
-            try:
-                listener(cost)
-            except Exception as error:  # noqa: BLE001 - listeners must not break accounting
-                log.warning("reflection listener failed: %s", error)
+        tell(self.listeners, cost, what="reflection")

@@ -24,6 +24,7 @@ from proxy.gateway.text import has_control_characters_in_prose
 from proxy.learning.costs import LearningCounters
 from proxy.learning.response_log import ResponseEntry, ResponseLog
 from proxy.learning.service import Learning
+from proxy.listeners import tell
 from proxy.metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,7 @@ class FeedbackService:
             gold = await self.add_correction(entry, feedback.correction, episode)
             result.gold_episode_id = gold.id
         self.counters.feedback.labels(tenant, entry.tier, feedback.rating).inc()
-        for listener in self.listeners:
-            try:
-                listener(tenant, entry.tier, feedback.rating)
-            except Exception as error:  # noqa: BLE001 - stats must not fail feedback
-                log.warning("feedback listener failed: %s", error)
+        tell(self.listeners, tenant, entry.tier, feedback.rating, what="feedback")
         return result
 
     async def add_correction(self, entry: ResponseEntry, correction: str, original: Episode | None) -> Episode:

@@ -16,6 +16,7 @@ from memory_store.episode import Episode
 from proxy.backend.client import OpenAIBackend
 from proxy.backend.fanout import complete_choices
 from proxy.learning.reflection_writer import ReflectionCost
+from proxy.listeners import tell
 from proxy.metrics import ProxyMetrics
 from proxy.serving.background import BackgroundWork
 
@@ -80,10 +81,5 @@ class ReuseAuditor:
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         # The audit's tokens are overhead like a lesson's: the stats count them against the savings.
         cost = ReflectionCost(tenant, "audit", prompt, completion, seconds=0.0, model=model)
-        for tell in [lambda f=f: f(tenant, agreed) for f in self.audit_listeners] + [
-            lambda f=f: f(cost) for f in self.cost_listeners
-        ]:
-            try:
-                tell()
-            except Exception as error:  # noqa: BLE001 - stats must not break the audit
-                log.warning("audit listener failed: %s", error)
+        tell(self.audit_listeners, tenant, agreed, what="audit")
+        tell(self.cost_listeners, cost, what="audit cost")

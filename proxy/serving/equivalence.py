@@ -17,6 +17,7 @@ from typing import Literal
 from budget.reuse.equivalence import equivalence_body, p_same
 from proxy.backend.client import OpenAIBackend
 from proxy.learning.reflection_writer import ReflectionCost
+from proxy.listeners import tell
 from proxy.metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,5 @@ class ReuseVerifier:
         cost = ReflectionCost(
             tenant, "equivalence", verification.prompt_tokens, verification.completion_tokens, 0.0, self.model
         )
-        tells: list[Callable[[], None]] = [lambda f=f: f(tenant, verification.outcome, tokens) for f in self.listeners]
-        tells += [lambda f=f: f(cost) for f in self.cost_listeners]
-        for tell in tells:
-            try:
-                tell()
-            except Exception as error:  # noqa: BLE001 - stats must not break the reuse path
-                log.warning("verification listener failed: %s", error)
+        tell(self.listeners, tenant, verification.outcome, tokens, what="verification")
+        tell(self.cost_listeners, cost, what="verification cost")
