@@ -121,11 +121,18 @@ def score(
     return scored
 
 
+def ask_pair(client: Any, stored: str, asked: str) -> tuple[float, int, float]:
+    """(P(Same), tokens, seconds) of one pair, asked of the verifier at `client` as the proxy asks it."""
+    from budget.reuse.equivalence import completion_p_same, equivalence_body
+
+    started = time.perf_counter()
+    reply = client.post("/chat/completions", json=equivalence_body(stored, asked, "reuse-verifier")).json()
+    return completion_p_same(reply), int(reply["usage"]["total_tokens"]), time.perf_counter() - started
+
+
 def ask_verifier(items: list[Scored], base_url: str, cache: dict[str, float]) -> None:
     """P(Same) for each verifiable pair, asked as the proxy asks (or from a probe's recorded answers)."""
     import httpx
-
-    from budget.reuse.equivalence import equivalence_body, p_same
 
     with httpx.Client(base_url=base_url, timeout=120) as client:
         for item in items:
@@ -135,11 +142,7 @@ def ask_verifier(items: list[Scored], base_url: str, cache: dict[str, float]) ->
                 item.p_same = cache[item.pair.id]
                 continue
             stored, asked = item.pair.a[-1]["content"], item.pair.b[-1]["content"]
-            started = time.perf_counter()
-            reply = client.post("/chat/completions", json=equivalence_body(stored, asked, "reuse-verifier")).json()
-            item.verify_seconds = time.perf_counter() - started
-            item.p_same = p_same(reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"])
-            item.verify_tokens = int(reply["usage"]["total_tokens"])
+            item.p_same, item.verify_tokens, item.verify_seconds = ask_pair(client, stored, asked)
 
 
 VERIFIER_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
@@ -161,7 +164,7 @@ def verifier_report(items: list[Scored], configured: float, min_p_same: float) -
         "per_category": per_category(items, lambda s: with_verifier(s, configured, min_p_same)),
         "calls": len(asked),
         "calls_share_of_pairs": round(len(asked) / max(1, len(items)), 4),
-        "tokens": sum(i.verify_tokens for i in asked),
+        "tokens_of_live_calls": sum(i.verify_tokens for i in asked),  # pairs from --verifier-cache: unknown
         "seconds_p50": timed[len(timed) // 2] if timed else None,
         "seconds_p99": timed[min(len(timed) - 1, int(len(timed) * 0.99))] if timed else None,
     }
@@ -274,7 +277,8 @@ def print_offline(report: dict[str, Any]) -> None:
             print(
                 f"  with the verifier (P(Same) >= {verified['min_p_same']}): hits served {at['hits_served']:.1%}, "
                 f"traps served {at['traps_served']:.2%}; {verified['calls']} calls "
-                f"({verified['calls_share_of_pairs']:.1%} of pairs), {verified['tokens']} tokens, "
+                f"({verified['calls_share_of_pairs']:.1%} of pairs), "
+                f"{verified['tokens_of_live_calls']} tokens in live calls, "
                 f"p50 {verified['seconds_p50']} s, p99 {verified['seconds_p99']} s"
             )
             for t, hit, trap in verified["curve"]:

@@ -21,13 +21,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.reuse_eval import load_pairs, score
-from budget.reuse.equivalence import equivalence_body, hard_difference, p_same
-
-
-def ask(client: httpx.Client, stored: str, asked: str) -> tuple[float, int]:
-    reply = client.post("/chat/completions", json=equivalence_body(stored, asked, "reuse-verifier")).json()
-    return p_same(reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]), int(reply["usage"]["prompt_tokens"])
+from bench.reuse_eval import ask_pair, load_pairs, score
+from budget.reuse.equivalence import hard_difference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     with httpx.Client(base_url=args.base_url, timeout=60) as client:
         for item in band:
             a, b = item.pair.a[-1]["content"], item.pair.b[-1]["content"]
-            p, tokens = ask(client, a, b)
+            p, tokens, _ = ask_pair(client, a, b)
             rows.append({
                 "id": item.pair.id, "category": item.pair.category, "hit": item.pair.hit,
                 "hard": hard_difference(a, b),
-                "similarity": round(item.similarity, 4), "p_same": round(p, 4), "prompt_tokens": tokens,
+                "similarity": round(item.similarity, 4), "p_same": round(p, 4), "tokens": tokens,
             })  # fmt: skip
     elapsed = time.perf_counter() - started
     hits = [r for r in rows if r["hit"]]

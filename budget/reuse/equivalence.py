@@ -86,6 +86,13 @@ def equivalence_body(stored: str, asked: str, model: str) -> dict[str, Any]:
     }
 
 
+def completion_p_same(payload: dict[str, Any]) -> float:
+    """P(Same) of a verifier's completion (`equivalence_body`): read from its first token's alternatives."""
+    choice = (payload.get("choices") or [{}])[0]
+    first = ((choice.get("logprobs") or {}).get("content") or [{}])[0]
+    return p_same(first.get("top_logprobs") or [])
+
+
 def p_same(top_logprobs: Iterable[dict[str, Any]]) -> float:
     """P(Same) among the first token's alternatives that say Same or Different; 0 when none does."""
     same = different = 0.0

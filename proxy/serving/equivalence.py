@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from budget.reuse.equivalence import equivalence_body, p_same
+from budget.reuse.equivalence import completion_p_same, equivalence_body
 from proxy.backend.client import OpenAIBackend
 from proxy.learning.reflection_writer import ReflectionCost
 from proxy.listeners import tell
@@ -67,10 +67,8 @@ class ReuseVerifier:
         try:
             async with asyncio.timeout(self.timeout_s):
                 payload, _ = await self.backend.complete(equivalence_body(stored, asked, self.model))
-            choice = (payload.get("choices") or [{}])[0]
-            top = ((choice.get("logprobs") or {}).get("content") or [{}])[0].get("top_logprobs") or []
             usage = payload.get("usage") or {}
-            probability = p_same(top)
+            probability = completion_p_same(payload)
             verification = Verification(
                 "same" if probability >= self.min_p_same else "different",
                 probability,
