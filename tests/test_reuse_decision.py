@@ -135,6 +135,11 @@ def test_a_follow_up_after_the_same_context_is_reused_despite_small_talk_and_an_
     flight = chat("I need to cancel my flight to Rome.", "I can help with that. Booking FL-221 is on a flexible fare.")
     chatty = chat("Hi there!", "Hello! How can I help?", "What are your opening hours?", "We are open 8 to 8.")
     assert second_tier(proxy, flight + user("Is there a fee?"), chatty + flight + user("is there a fee")) == "reuse"
+    parcel = chat("My parcel hasn't arrived yet.", "I can see parcel PX-310: it left our depot today, due tomorrow.")
+    thanked = parcel + chat("Great, thanks!", "You're welcome! Anything else?")
+    assert second_tier(
+        proxy, parcel + user("Can I change the address?"), thanked + user("Can I change the address?")
+    ) == ("reuse")
 
 
 def test_the_comparison_folds_only_what_cannot_change_the_answer() -> None:
@@ -393,6 +398,21 @@ def test_an_answer_to_an_offer_without_a_question_mark_is_never_small_talk() -> 
     for yes in ("Great, do it.", "Please do.", "Do it."):
         for no in ("I'm good, thanks.", "I'm all set.", "All good.", "Fine.", "Thanks."):
             assert not same_context(offer + [f"user: {yes}"], offer + [f"user: {no}"])
+
+
+def test_thanks_after_the_assistants_statement_is_small_talk() -> None:
+    statement = ["user: My parcel hasn't arrived.", "assistant: I can see parcel PX-310. It is due tomorrow."]
+    for thanks in (["user: Perfect, thank you.", "assistant: Happy to help! What else can I do for you?"],
+                   ["user: ok thanks", "assistant: No problem! Anything else?"]):  # fmt: skip
+        assert same_context(statement, statement + thanks)
+
+
+def test_thanks_after_an_offer_to_act_is_never_small_talk() -> None:
+    for offer in ("I can add more storage in 1 TB blocks.", "I'll move you to express delivery.",
+                  "Shall I book a courier for you?", "Let me know and I'd switch you to the annual plan."):  # fmt: skip
+        stored = ["user: I need more space.", f"assistant: {offer}"]
+        assert not same_context(stored, [*stored, "user: Great, thanks!", "assistant: You're welcome!"])
+        assert not same_context([*stored, "user: Great, thanks!"], [*stored, "user: No thanks."])
 
 
 def test_an_earlier_statement_the_stored_conversation_lacks_bears_on_the_answer() -> None:

@@ -10,6 +10,8 @@ counts like a user turn: "yes please" after "Shall I upgrade you?" is not "yes p
 
 from __future__ import annotations
 
+import re
+
 from budget.reuse.compare import compare
 from budget.reuse.text import fold
 
@@ -20,7 +22,7 @@ Turn = str  # "user: ..." or "assistant: ..."
 # fact. Never "yes", "no" or "please": after an offer they are the answer to it.
 _SMALL_TALK = frozenset(
     """perfect great awesome cool nice brilliant lovely wonderful fine alright excellent good thank
-    happy glad help welcome anything else something what you your i me we can <can> <how> do today
+    happy glad help welcome anything else something what you your i me we can <can> <how> do to today
     with for bye goodbye see soon day have all set sorted""".split()
 )
 
@@ -29,14 +31,25 @@ def _small_talk(text: str) -> bool:
     return set(fold(text).tokens) <= _SMALL_TALK
 
 
+# An assistant turn the user's next turn may accept or turn down: a question, or an offer to act
+# ("I can see the transfer" reports; "I can add more", "we'll refund you", "reply to confirm" offer).
+_ASKS_OR_OFFERS = re.compile(
+    r"\?|\b(?:(?:i|we|you) can(?! see| find| confirm| tell)|(?:i|we|you) could|(?:i|we)'ll|(?:i|we) will|"
+    r"(?:i|we)'d|shall (?:i|we)|should (?:i|we)|would you|do you want|want me to|if you|let me know|"
+    r"happy to|able to|confirm|option|instead)\b",
+    re.IGNORECASE,
+)
+
+
 def _answers_the_assistant(turns: list[Turn], index: int) -> bool:
-    """A user turn right after an assistant turn that is not itself small talk may answer it, and is
-    never small talk: "Great, do it." and "I'm good, thanks." after "I can add insurance for $20 if you
-    like." are opposite answers, with or without a question mark."""
+    """A user turn right after an assistant's question or offer may answer it, and is never small
+    talk: "Great, do it." and "I'm good, thanks." after "I can add insurance for $20 if you like." are
+    opposite answers, with or without a question mark. After a plain statement ("The next payment is
+    on 1 October.") "Perfect, thank you." accepts nothing."""
     if index == 0 or not turns[index].startswith("user: "):
         return False
-    before = turns[index - 1]
-    return before.startswith("assistant: ") and not _small_talk(before.partition(": ")[2])
+    role, _, before = turns[index - 1].partition(": ")
+    return role == "assistant" and not _small_talk(before) and _ASKS_OR_OFFERS.search(before) is not None
 
 
 def _content(turns: list[Turn]) -> list[Turn]:
