@@ -20,8 +20,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench.replay_dataset import LEVELS  # noqa: E402
 
 METHODS = {
-    "vote": (("fixed8-direct", "#9ca3af"), ("vote-nomem", "#3b82f6"), ("vote-mem", "#0f9d58")),
-    "refine": (("refine3-fixed", "#9ca3af"), ("refine-nomem", "#3b82f6"), ("refine-mem", "#0f9d58")),
+    "vote": (
+        ("fixed8-direct", "#9ca3af"),
+        ("vote-nomem", "#3b82f6"),
+        ("vote-mem", "#0f9d58"),
+        ("vote-referee", "#f59e0b"),
+    ),
+    "refine": (
+        ("refine3-fixed", "#9ca3af"),
+        ("refine-nomem", "#3b82f6"),
+        ("refine-mem", "#0f9d58"),
+        ("refine-checker", "#f59e0b"),
+    ),
 }
 METRICS = (("tokens", "completion tokens per question"), ("units", "{unit} per question"), ("accuracy", "accuracy"))
 

@@ -12,10 +12,15 @@ vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
   vote-mem          the same with memory on (the answer-format quality gate of bench.run_replay)
                   (--confident-logprob X, --unsure-split-logprob Y: both vote passes with
                    compute.confident_sample_logprob = X, compute.unsure_split_logprob = Y)
+  vote-referee      vote-nomem with compute.vote_referee = verifier_model: the verifier model (the
+                    bundled 1.5B, or the server at --verifier-url) casts one vote beside the first sample
 refine (temperature 0, up to 3 rounds):
   refine3-fixed     always 3 rounds: the proxy's refine with a check that never passes, memory off
   refine-nomem      `speedup.refine = {max_rounds: 3}`, the model checks its own draft, memory off
   refine-mem        the same with memory on
+  refine-checker    `speedup.refine = {max_rounds: 3}`, memory off, the draft checked by a second solve of
+                    the verifier model (compute.refine_check = verifier_model: the bundled 1.5B, or the
+                    server at --verifier-url)
 
 One run, one pass after the other, on the same backend; the machine's load is printed.
 """
@@ -46,8 +51,8 @@ from bench.replay_dataset import LEVELS, ReplayItem, build_replay_stream, extrac
 from proxy.config import Settings
 from proxy.container import start_embedded_backend
 
-VOTE_PASSES = ("fixed8-direct", "vote-nomem", "vote-mem")
-REFINE_PASSES = ("refine3-fixed", "refine-nomem", "refine-mem")
+VOTE_PASSES = ("fixed8-direct", "vote-nomem", "vote-mem", "vote-referee")
+REFINE_PASSES = ("refine3-fixed", "refine-nomem", "refine-mem", "refine-checker")
 NEVER = "(?!x)x"  # a regex no answer matches: every check fails, so every round is run
 
 
@@ -111,14 +116,22 @@ def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int
 
 
 @contextmanager
-def proxy_for(pass_name: str, backend_url: str, workdir: Path, vote_compute: dict[str, float]) -> Iterator[str]:
+def proxy_for(
+    pass_name: str, backend_url: str, workdir: Path, vote_compute: dict[str, float], verifier_url: str | None = None
+) -> Iterator[str]:
     """`vote_compute`: `compute` settings of the vote passes (the gate and stops calibrated per model)."""
     env: dict[str, str] = {}
     if pass_name.startswith("vote"):
         env.update({f"SPEEDUP_COMPUTE__{key.upper()}": json.dumps(value) for key, value in vote_compute.items()})
     extra: list[str] = []
-    if pass_name.endswith("nomem") or pass_name == "refine3-fixed":
+    if pass_name.endswith("nomem") or pass_name in ("refine3-fixed", "refine-checker", "vote-referee"):
         extra = ["--memory", "off"]
+    if pass_name == "refine-checker":
+        env["SPEEDUP_COMPUTE__REFINE_CHECK"] = "verifier_model"
+    if pass_name == "vote-referee":
+        env["SPEEDUP_COMPUTE__VOTE_REFEREE"] = "verifier_model"
+    if pass_name in ("refine-checker", "vote-referee") and verifier_url:
+        env["SPEEDUP_REUSE_VERIFIER__URL"] = verifier_url
     if pass_name == "vote-mem":
         env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": replay.ANSWER_FORMAT})
     if pass_name == "refine3-fixed":
@@ -137,6 +150,7 @@ def run_pass(
     first: int = 0,
     vote_temperature: float = 0.7,
     vote_compute: dict[str, float] | None = None,
+    verifier_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """One pass over the stream from item `first` on (earlier items from a run that was stopped: --merge)."""
     records = []
@@ -151,7 +165,7 @@ def run_pass(
         return records
     vote = pass_name.startswith(("vote", "fixed"))
     speedup = {"samples": {"max": 8, "mode": "vote"}} if vote else {"refine": {"max_rounds": 3}}
-    with proxy_for(pass_name, backend_url, workdir, vote_compute or {}) as url:
+    with proxy_for(pass_name, backend_url, workdir, vote_compute or {}, verifier_url) as url:
         client = replay.make_client(url)
         for index, item in enumerate(items):
             if index < first:
@@ -272,10 +286,12 @@ def bars(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str,
     found = {}
     if {"vote-nomem", "fixed8-direct"} <= summary.keys():
         found["vote-nomem vs fixed8 (S0+S4)"] = savings(summary, "fixed8-direct", "vote-nomem", "S0+S4")
+    if {"vote-referee", "fixed8-direct"} <= summary.keys():
+        found["vote-referee vs fixed8 (S0+S4)"] = savings(summary, "fixed8-direct", "vote-referee", "S0+S4")
     if {"vote-mem", "fixed8-direct"} <= summary.keys():
         found["vote-mem vs fixed8 (S1-S3)"] = savings(summary, "fixed8-direct", "vote-mem", "S1-S3")
         found["vote-mem vs fixed8 (S3)"] = savings(summary, "fixed8-direct", "vote-mem", "S3")
-    for other in ("refine-nomem", "refine-mem"):
+    for other in ("refine-nomem", "refine-mem", "refine-checker"):
         if {other, "refine3-fixed"} <= summary.keys():
             found[f"{other} vs refine3-fixed (all)"] = savings(summary, "refine3-fixed", other, "all")
     return found
@@ -303,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compute.unsure_split_logprob of the vote passes (off unless given; -0.15 for the bundled model)",
     )
     parser.add_argument("--levels", nargs="+", choices=LEVELS, help="only these levels (memory-off passes only)")
+    parser.add_argument(
+        "--verifier-url", help="refine-checker, vote-referee: the verifier model at this URL (.../v1), not embedded"
+    )
     args = parser.parse_args(argv)
     items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))
     passes = [*(VOTE_PASSES if "vote" in args.methods else ()), *(REFINE_PASSES if "refine" in args.methods else ())]
@@ -336,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     if value is not None
                 },
+                verifier_url=args.verifier_url,
             )
             Path(args.out).write_text(json.dumps({"records": records}, indent=1), encoding="utf-8")
     finally:

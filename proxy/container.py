@@ -39,7 +39,7 @@ from proxy.serving.pipeline import ChatPipeline, MemoryParts
 from proxy.serving.refine import RefineRunner
 from proxy.serving.refine_checks import ConsistencyCheck, DraftCheck, VerifierCheck
 from proxy.serving.remember import EpisodeWriter
-from proxy.serving.vote import VoteRunner
+from proxy.serving.vote import Referee, VoteRunner
 from proxy.stats.factory import open_stats_store
 from proxy.stats.recorder import StatsRecorder
 from proxy.stats.routes import StatsSources
@@ -71,6 +71,7 @@ class AppContainer:
     learned: LearningParts | None = None
     embedded_server: Any = None
     reuse_verifier: ReuseVerifier | None = None
+    verifier_model: OpenAIBackend | None = None  # when refine checks with it or votes are refereed by it
     # Told of every finished request, every rating (tenant, tier, rating) and every lesson's or judge's cost.
     observers: list[RequestObserver] = field(default_factory=list)
     feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
@@ -95,6 +96,7 @@ class AppContainer:
         log.info("shutdown: draining %d background tasks", self.background.pending)
         await self.background.drain(self.settings.lifecycle.background_timeout_s)
         clients = [self.backend] + ([self.reuse_verifier.backend] if self.reuse_verifier else [])
+        clients += [self.verifier_model] if self.verifier_model else []
         for client in clients:
             try:
                 await client.aclose()
@@ -154,7 +156,8 @@ def start_embedded_backend(settings: Settings) -> tuple[Any, str]:
 
 
 def start_embedded_verifier(settings: Settings) -> tuple[Any, str]:
-    """The bundled Qwen2.5-Coder-1.5B for the reuse verifier: short prompts, one token each."""
+    """The bundled Qwen2.5-Coder-1.5B: the reuse verifier (short prompts, one token each) and refine's
+    `verifier_model` check (a whole solve: 4,096 tokens a slot, ~115 MB of KV cache each)."""
     from proxy.backend.llamacpp import LlamaServerOptions
     from proxy.backend.model_files import cache_root, ensure_verifier_model
 
@@ -162,7 +165,7 @@ def start_embedded_verifier(settings: Settings) -> tuple[Any, str]:
     server, url = _start_llama(
         LlamaServerOptions(
             model_path=ensure_verifier_model(),
-            ctx_size=1024 * options.n_parallel,
+            ctx_size=4096 * options.n_parallel,
             n_parallel=options.n_parallel,
             threads=options.threads,
             alias=options.model,
@@ -273,8 +276,7 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
         embedded_server, backend_url = start_embedded_backend(settings)
         supports_n = False  # llama.cpp's server rejects n>1
     try:
-        wanted = settings.reuse_verifier
-        if wanted.enabled and wanted.url is None and settings.memory.enabled:
+        if _wants_verifier_model(settings) and settings.reuse_verifier.url is None:
             verifier_server, _ = start_embedded_verifier(settings)
         return _assemble(settings, backend_url, supports_n, embedded_server, encoder, verifier_server)
     except Exception:
@@ -325,9 +327,19 @@ def _assemble(
             other_closers.append(("audit ledger", close_ledger))
         auditor = _auditor(settings, ledger, backend, embedder, metrics, background, stats, reflection_listeners)
         verifier = _reuse_verifier(settings, verifier_server, metrics, stats, reflection_listeners)
-        if verifier_server is not None:
-            other_closers.append(("embedded verifier", verifier_server.stop))
         memory_parts = _memory_parts(settings, memory, embedder, metrics, background, auditor, verifier)
+    if verifier_server is not None:
+        other_closers.append(("embedded verifier", verifier_server.stop))
+    verifier_model = (
+        OpenAIBackend(
+            _verifier_model_url(settings, verifier_server),
+            api_key=settings.reuse_verifier.api_key,
+            timeout_s=settings.backend_timeout_s,
+            supports_n=False,
+        )
+        if _compute_uses_verifier_model(settings)
+        else None
+    )
     pipeline = ChatPipeline(
         backend=backend,
         policy=BudgetPolicy(settings.policy, verifying=memory_parts is not None and memory_parts.verifier is not None),
@@ -336,7 +348,7 @@ def _assemble(
         background=background,
         memory=memory_parts,
         learning=learned.learning if learned is not None else None,
-        compute=_adaptive_compute(settings, backend, embedder),
+        compute=_adaptive_compute(settings, backend, embedder, verifier_model),
     )
     return AppContainer(
         settings=settings,
@@ -352,6 +364,7 @@ def _assemble(
         learned=learned,
         embedded_server=embedded_server,
         reuse_verifier=verifier,
+        verifier_model=verifier_model,
         observers=observers,
         feedback_listeners=feedback_listeners,
         reflection_listeners=reflection_listeners,
@@ -369,21 +382,49 @@ def _audit_ledger(settings: Settings) -> AuditLedger:
     return LocalAuditLedger()
 
 
-def _adaptive_compute(settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None) -> AdaptiveCompute:
+def _adaptive_compute(
+    settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None, verifier_model: OpenAIBackend | None
+) -> AdaptiveCompute:
     compute = settings.compute
+    name = settings.reuse_verifier.model
+    referee = Referee(verifier_model, name) if verifier_model is not None and compute.vote_referee else None
     return AdaptiveCompute(
         config=compute,
-        vote=VoteRunner(backend, embedder, compute.answer_similarity),
-        refine=RefineRunner(backend, _draft_check(settings, backend, embedder)),
+        vote=VoteRunner(backend, embedder, compute.answer_similarity, referee),
+        refine=RefineRunner(backend, _draft_check(settings, backend, embedder, verifier_model)),
         open_by_default=not settings.api_keys,
     )
 
 
-def _draft_check(settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None) -> DraftCheck:
+def _refine_uses_verifier_model(settings: Settings) -> bool:
+    """The operator's verifier, where one is configured, checks refine drafts before anything else."""
+    return settings.memory_modes.verifier.kind == "none" and settings.compute.refine_check == "verifier_model"
+
+
+def _compute_uses_verifier_model(settings: Settings) -> bool:
+    return _refine_uses_verifier_model(settings) or settings.compute.vote_referee == "verifier_model"
+
+
+def _wants_verifier_model(settings: Settings) -> bool:
+    """The verifier model serves the reuse verifier (with memory on), refine's check and the votes' referee."""
+    return (settings.reuse_verifier.enabled and settings.memory.enabled) or _compute_uses_verifier_model(settings)
+
+
+def _verifier_model_url(settings: Settings, verifier_server: Any) -> str:
+    return settings.reuse_verifier.url or verifier_server.base_url
+
+
+def _draft_check(
+    settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None, verifier_model: OpenAIBackend | None
+) -> DraftCheck:
     """Refine checks with the operator's verifier where one is configured, else as `compute.refine_check` says."""
     configured = settings.memory_modes.verifier
     if configured.kind != "none":
         return VerifierCheck(Verifier(configured, backend))
+    if _refine_uses_verifier_model(settings):
+        assert verifier_model is not None  # built whenever refine checks with it
+        answers = settings.compute.answer_similarity
+        return ConsistencyCheck(verifier_model, embedder, answers, temperature=0.0, model=settings.reuse_verifier.model)
     if settings.compute.refine_check == "judge":
         return VerifierCheck(Verifier(VerifierConfig(kind="judge"), backend))
     return ConsistencyCheck(backend, embedder, settings.compute.answer_similarity)
@@ -419,7 +460,7 @@ def _reuse_verifier(
     options = settings.reuse_verifier
     if not options.enabled:
         return None
-    url = options.url or verifier_server.base_url
+    url = _verifier_model_url(settings, verifier_server)
     return ReuseVerifier(
         backend=OpenAIBackend(url, api_key=options.api_key, timeout_s=options.timeout_s, supports_n=False),
         model=options.model,

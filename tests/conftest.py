@@ -102,6 +102,18 @@ def llama_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def verifier_url() -> Iterator[str]:
+    """The bundled Qwen2.5-Coder-1.5B, as the proxy would embed it: the reuse verifier and refine's checker."""
+    from proxy.container import start_embedded_verifier
+
+    server, url = start_embedded_verifier(load_settings(environ={}))
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
 ProxyFactory = Callable[..., RunningProxy]
 
 

@@ -48,7 +48,7 @@ class Relay:
                 reply = await client.post(self.target.rstrip("/") + "/chat/completions", json=body)
             payload = reply.json()
             choices = len(payload.get("choices") or []) if reply.status_code == 200 else 0
-            self.calls.append({"body": body, "usage": payload.get("usage") or {}, "choices": choices})
+            self.calls.append({"body": body, "usage": payload.get("usage") or {}, "choices": choices, "reply": payload})
             return JSONResponse(payload, status_code=reply.status_code)
 
         return app
@@ -246,6 +246,63 @@ def test_refine_checks_by_a_second_solve_and_counts_it(start_proxy: ProxyFactory
     check = relay.calls[1]["body"]
     assert check["messages"] == relay.calls[0]["body"]["messages"] and check["temperature"] > 0
     assert raw.parse().usage.completion_tokens == relay.completion_tokens
+
+
+@pytest.fixture
+def checker(verifier_url: str) -> Any:
+    """A relay in front of the real verifier model (the bundled 1.5B)."""
+    recorder = Relay(verifier_url)
+    server = ServerThread(recorder.app()).start()
+    recorder.url = f"http://127.0.0.1:{server.port}/v1"  # type: ignore[attr-defined]
+    yield recorder
+    server.stop()
+
+
+def test_refine_checks_by_the_verifier_models_solve_and_counts_its_tokens(
+    start_proxy: ProxyFactory, relay: Any, checker: Any
+) -> None:
+    options = {"compute": {"refine_check": "verifier_model"}, "reuse_verifier": {"url": checker.url}}
+    proxy = start_proxy(relay.url, memory="off", **options)
+    raw = refine(proxy, 3)
+    rounds = int(raw.headers["x-speedup-rounds"].split("/")[0])
+    assert len(relay.calls) == rounds and len(checker.calls) == min(rounds, 2)  # the last draft is not checked
+    task = relay.calls[0]["body"]["messages"]
+    for call in checker.calls:  # the task as asked, deterministic, under the verifier model's name
+        assert call["body"]["messages"] == task and call["body"]["temperature"] == 0
+        assert call["body"]["model"] == "reuse-verifier"
+    drafted, solved = answer_key(_text(relay, 0), AnswerFormat()), answer_key(_text(checker, 0), AnswerFormat())
+    cut_off = checker.calls[0]["reply"]["choices"][0]["finish_reason"] != "stop"
+    if rounds == 1:  # agreed, or the solve was cut off (no evidence against the draft)
+        assert cut_off or (solved is not None and solved == drafted)
+    else:  # disagreed: the revision is told what the verifier model found
+        assert not cut_off and solved != drafted
+        assert solved is None or f"({solved})" in relay.calls[1]["body"]["messages"][-1]["content"]
+    assert raw.parse().usage.completion_tokens == relay.completion_tokens + checker.completion_tokens
+
+
+def test_a_referee_casts_one_vote_its_text_is_never_returned_and_its_tokens_are_counted(
+    start_proxy: ProxyFactory, relay: Any, checker: Any
+) -> None:
+    options = {"compute": {"vote_referee": "verifier_model"}, "reuse_verifier": {"url": checker.url}}
+    proxy = start_proxy(relay.url, memory="off", **options)
+    raw = vote(proxy, EASY, 8)
+    used, allowed = drawn(raw)
+    assert len(checker.calls) == 1 and used == len(relay.calls) + 1 <= allowed == 8  # the referee is one of 8
+    solve = checker.calls[0]["body"]
+    assert solve["messages"] == relay.calls[0]["body"]["messages"] and solve["temperature"] == 0
+    assert solve["model"] == "reuse-verifier"
+    answer = raw.parse().choices[0].message.content
+    assert answer in [_text(relay, i) for i in range(len(relay.calls))]  # a sample of the serving model
+    refereed, first = answer_key(_text(checker, 0), AnswerFormat()), answer_key(_text(relay, 0), AnswerFormat())
+    if refereed is not None and refereed == first:
+        assert used == 2 and raw.headers["x-speedup-vote-stop"] == "agreement"  # the first sample agreed
+    else:
+        assert used > 2  # one sample against the referee decides nothing
+    assert raw.parse().usage.completion_tokens == relay.completion_tokens + checker.completion_tokens
+
+
+def _text(recorder: Any, index: int) -> str:
+    return recorder.calls[index]["reply"]["choices"][0]["message"]["content"] or ""
 
 
 def test_samples_are_refused_for_a_tenant_not_enabled(start_proxy: ProxyFactory, relay: Any) -> None:

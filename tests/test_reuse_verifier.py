@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,20 +11,7 @@ from fastapi import FastAPI, Request
 
 from budget.reuse.equivalence import hard_difference, p_same
 from budget.reuse.judge import Asked, Candidate, judge
-from proxy.config import load_settings
 from tests.conftest import ProxyFactory, RunningProxy, ServerThread, free_port, stub_url
-
-
-@pytest.fixture(scope="module")
-def verifier_url() -> Iterator[str]:
-    """The bundled Qwen2.5-Coder-1.5B, as the proxy would embed it."""
-    from proxy.container import start_embedded_verifier
-
-    server, url = start_embedded_verifier(load_settings(environ={}))
-    try:
-        yield url
-    finally:
-        server.stop()
 
 
 def yes_man() -> tuple[ServerThread, list[dict[str, Any]]]:

@@ -50,7 +50,8 @@ class VerifierCheck:
 
 
 class ConsistencyCheck:
-    """A second, independent solve (sampled); the draft passes when both reach the same answer."""
+    """A second, independent solve; the draft passes when both reach the same answer. By the serving
+    model, sampled; or by another model (`model` names it on its server), at temperature 0."""
 
     def __init__(
         self,
@@ -58,14 +59,19 @@ class ConsistencyCheck:
         embedder: BatchingEmbedder | None,
         answer_similarity: float,
         temperature: float = 0.7,
+        model: str | None = None,
     ) -> None:
         self.backend = backend
         self.embedder = embedder
         self.answer_similarity = answer_similarity
         self.temperature = temperature
+        self.model = model
 
     async def check(self, question: str, body: dict[str, Any], answer: str, usage: dict[str, int]) -> CheckResult:
-        payload, _ = await self.backend.complete({**body, "temperature": self.temperature, "n": 1})
+        solve = {**body, "temperature": self.temperature, "n": 1}
+        if self.model is not None:
+            solve["model"] = self.model
+        payload, _ = await self.backend.complete(solve)
         add_usage(usage, payload.get("usage"))
         choice = (payload.get("choices") or [{}])[0]
         second = (choice.get("message") or {}).get("content")
