@@ -24,7 +24,6 @@ METHODS = {
         ("fixed8-direct", "#9ca3af"),
         ("vote-nomem", "#3b82f6"),
         ("vote-mem", "#0f9d58"),
-        ("vote-referee", "#f59e0b"),
     ),
     "refine": (
         ("refine3-fixed", "#9ca3af"),

@@ -12,8 +12,6 @@ vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
   vote-mem          the same with memory on (the answer-format quality gate of bench.run_replay)
                   (--confident-logprob X, --unsure-split-logprob Y: both vote passes with
                    compute.confident_sample_logprob = X, compute.unsure_split_logprob = Y)
-  vote-referee      vote-nomem with compute.vote_referee = verifier_model: the verifier model (the
-                    bundled 1.5B, or the server at --verifier-url) casts one vote beside the first sample
 refine (temperature 0, up to 3 rounds):
   refine3-fixed     always 3 rounds: the proxy's refine with a check that never passes, memory off
   refine-nomem      `speedup.refine = {max_rounds: 3}`, the model checks its own draft, memory off
@@ -51,7 +49,7 @@ from bench.replay_dataset import LEVELS, ReplayItem, build_replay_stream, extrac
 from proxy.config import Settings
 from proxy.container import start_embedded_backend
 
-VOTE_PASSES = ("fixed8-direct", "vote-nomem", "vote-mem", "vote-referee")
+VOTE_PASSES = ("fixed8-direct", "vote-nomem", "vote-mem")
 REFINE_PASSES = ("refine3-fixed", "refine-nomem", "refine-mem", "refine-checker")
 NEVER = "(?!x)x"  # a regex no answer matches: every check fails, so every round is run
 
@@ -124,14 +122,12 @@ def proxy_for(
     if pass_name.startswith("vote"):
         env.update({f"SPEEDUP_COMPUTE__{key.upper()}": json.dumps(value) for key, value in vote_compute.items()})
     extra: list[str] = []
-    if pass_name.endswith("nomem") or pass_name in ("refine3-fixed", "refine-checker", "vote-referee"):
+    if pass_name.endswith("nomem") or pass_name in ("refine3-fixed", "refine-checker"):
         extra = ["--memory", "off"]
     if pass_name == "refine-checker":
         env["SPEEDUP_COMPUTE__REFINE_CHECK"] = "verifier_model"
-    if pass_name == "vote-referee":
-        env["SPEEDUP_COMPUTE__VOTE_REFEREE"] = "verifier_model"
-    if pass_name in ("refine-checker", "vote-referee") and verifier_url:
-        env["SPEEDUP_REUSE_VERIFIER__URL"] = verifier_url
+        if verifier_url:
+            env["SPEEDUP_REUSE_VERIFIER__URL"] = verifier_url
     if pass_name == "vote-mem":
         env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": replay.ANSWER_FORMAT})
     if pass_name == "refine3-fixed":
@@ -286,8 +282,6 @@ def bars(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str,
     found = {}
     if {"vote-nomem", "fixed8-direct"} <= summary.keys():
         found["vote-nomem vs fixed8 (S0+S4)"] = savings(summary, "fixed8-direct", "vote-nomem", "S0+S4")
-    if {"vote-referee", "fixed8-direct"} <= summary.keys():
-        found["vote-referee vs fixed8 (S0+S4)"] = savings(summary, "fixed8-direct", "vote-referee", "S0+S4")
     if {"vote-mem", "fixed8-direct"} <= summary.keys():
         found["vote-mem vs fixed8 (S1-S3)"] = savings(summary, "fixed8-direct", "vote-mem", "S1-S3")
         found["vote-mem vs fixed8 (S3)"] = savings(summary, "fixed8-direct", "vote-mem", "S3")
@@ -320,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--levels", nargs="+", choices=LEVELS, help="only these levels (memory-off passes only)")
     parser.add_argument(
-        "--verifier-url", help="refine-checker, vote-referee: the verifier model at this URL (.../v1), not embedded"
+        "--verifier-url", help="refine-checker: the verifier model at this URL (.../v1), not embedded"
     )
     args = parser.parse_args(argv)
     items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))

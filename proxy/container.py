@@ -39,7 +39,7 @@ from proxy.serving.pipeline import ChatPipeline, MemoryParts
 from proxy.serving.refine import RefineRunner
 from proxy.serving.refine_checks import ConsistencyCheck, DraftCheck, VerifierCheck
 from proxy.serving.remember import EpisodeWriter
-from proxy.serving.vote import Referee, VoteRunner
+from proxy.serving.vote import VoteRunner
 from proxy.stats.factory import open_stats_store
 from proxy.stats.recorder import StatsRecorder
 from proxy.stats.routes import StatsSources
@@ -71,7 +71,7 @@ class AppContainer:
     learned: LearningParts | None = None
     embedded_server: Any = None
     reuse_verifier: ReuseVerifier | None = None
-    verifier_model: OpenAIBackend | None = None  # when refine checks with it or votes are refereed by it
+    verifier_model: OpenAIBackend | None = None  # when refine checks with it
     # Told of every finished request, every rating (tenant, tier, rating) and every lesson's or judge's cost.
     observers: list[RequestObserver] = field(default_factory=list)
     feedback_listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
@@ -337,7 +337,7 @@ def _assemble(
             timeout_s=settings.backend_timeout_s,
             supports_n=False,
         )
-        if _compute_uses_verifier_model(settings)
+        if _refine_uses_verifier_model(settings)
         else None
     )
     pipeline = ChatPipeline(
@@ -386,11 +386,9 @@ def _adaptive_compute(
     settings: Settings, backend: OpenAIBackend, embedder: BatchingEmbedder | None, verifier_model: OpenAIBackend | None
 ) -> AdaptiveCompute:
     compute = settings.compute
-    name = settings.reuse_verifier.model
-    referee = Referee(verifier_model, name) if verifier_model is not None and compute.vote_referee else None
     return AdaptiveCompute(
         config=compute,
-        vote=VoteRunner(backend, embedder, compute.answer_similarity, referee),
+        vote=VoteRunner(backend, embedder, compute.answer_similarity),
         refine=RefineRunner(backend, _draft_check(settings, backend, embedder, verifier_model)),
         open_by_default=not settings.api_keys,
     )
@@ -401,13 +399,9 @@ def _refine_uses_verifier_model(settings: Settings) -> bool:
     return settings.memory_modes.verifier.kind == "none" and settings.compute.refine_check == "verifier_model"
 
 
-def _compute_uses_verifier_model(settings: Settings) -> bool:
-    return _refine_uses_verifier_model(settings) or settings.compute.vote_referee == "verifier_model"
-
-
 def _wants_verifier_model(settings: Settings) -> bool:
-    """The verifier model serves the reuse verifier (with memory on), refine's check and the votes' referee."""
-    return (settings.reuse_verifier.enabled and settings.memory.enabled) or _compute_uses_verifier_model(settings)
+    """The verifier model serves the reuse verifier (with memory on) and refine's `verifier_model` check."""
+    return (settings.reuse_verifier.enabled and settings.memory.enabled) or _refine_uses_verifier_model(settings)
 
 
 def _verifier_model_url(settings: Settings, verifier_server: Any) -> str:

@@ -280,27 +280,6 @@ def test_refine_checks_by_the_verifier_models_solve_and_counts_its_tokens(
     assert raw.parse().usage.completion_tokens == relay.completion_tokens + checker.completion_tokens
 
 
-def test_a_referee_casts_one_vote_its_text_is_never_returned_and_its_tokens_are_counted(
-    start_proxy: ProxyFactory, relay: Any, checker: Any
-) -> None:
-    options = {"compute": {"vote_referee": "verifier_model"}, "reuse_verifier": {"url": checker.url}}
-    proxy = start_proxy(relay.url, memory="off", **options)
-    raw = vote(proxy, EASY, 8)
-    used, allowed = drawn(raw)
-    assert len(checker.calls) == 1 and used == len(relay.calls) + 1 <= allowed == 8  # the referee is one of 8
-    solve = checker.calls[0]["body"]
-    assert solve["messages"] == relay.calls[0]["body"]["messages"] and solve["temperature"] == 0
-    assert solve["model"] == "reuse-verifier"
-    answer = raw.parse().choices[0].message.content
-    assert answer in [_text(relay, i) for i in range(len(relay.calls))]  # a sample of the serving model
-    refereed, first = answer_key(_text(checker, 0), AnswerFormat()), answer_key(_text(relay, 0), AnswerFormat())
-    if refereed is not None and refereed == first:
-        assert used == 2 and raw.headers["x-speedup-vote-stop"] == "agreement"  # the first sample agreed
-    else:
-        assert used > 2  # one sample against the referee decides nothing
-    assert raw.parse().usage.completion_tokens == relay.completion_tokens + checker.completion_tokens
-
-
 def _text(recorder: Any, index: int) -> str:
     return recorder.calls[index]["reply"]["choices"][0]["message"]["content"] or ""
 

@@ -10,7 +10,6 @@ from budget.compute.confidence import is_confident, mean_logprob
 from budget.compute.plan import ComputeConfig, plan_rounds, plan_samples, token_ladder
 from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop, unsure_split
 from budget.policy import PolicyConfig
-from proxy.serving.vote import Ballot
 
 
 def test_unanimous_samples_stop_a_cold_vote_at_two() -> None:
@@ -61,25 +60,6 @@ def test_exemplars_in_the_prompt_switch_the_confident_sample_gate_off() -> None:
     gated = ComputeConfig(confident_sample_logprob=-0.075)
     assert plan_samples(gated, 8, 0.0, guided=True).confident_sample_logprob is None
     assert plan_samples(gated, 8, 1.0, guided=True).confident_sample_logprob is None
-
-
-def test_a_referee_judges_only_cold_votes_and_replaces_the_gate() -> None:
-    config = ComputeConfig(vote_referee="verifier_model", confident_sample_logprob=-0.085)
-    cold = plan_samples(config, 8, 0.0)
-    assert cold.refereed and cold.confident_sample_logprob is None
-    assert not plan_samples(config, 8, 1.0, guided=True).refereed  # exemplars: memory is the prior
-    assert not plan_samples(config, 1, 0.0).refereed  # one sample allowed: no room for a referee's vote
-    assert not plan_samples(ComputeConfig(), 8, 0.0).refereed
-
-
-def test_the_referees_vote_is_never_the_answer_returned() -> None:
-    def ballot(keys: list[str | None], referee: set[int]) -> Ballot:
-        return Ballot(AnswerFormat(), 0.85, keys=keys, referee_votes=referee)
-
-    assert ballot(["8", "7"], {1}).winner() == (0, 0.5)  # a tie: the serving model's earlier answer
-    assert ballot(["8", "7", "7"], {1}).winner() == (2, pytest.approx(2 / 3))  # the majority, as the model gave it
-    assert ballot(["7", "7"], {1}).winner() == (0, 1.0)
-    assert ballot([None, "7"], {1}).winner()[0] == 0  # only the referee answered: the model's own sample
 
 
 def test_only_answers_that_all_differ_are_a_lottery() -> None:

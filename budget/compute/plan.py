@@ -43,11 +43,6 @@ class ComputeConfig(BaseModel):
     # `reuse_verifier.url`, else the bundled Qwen2.5-Coder-1.5B, embedded; at temperature 0), or the
     # model's yes/no on its own answer ("judge": no signal from the bundled 0.5B model).
     refine_check: Literal["consistency", "verifier_model", "judge"] = "consistency"
-    # A cold vote's referee: the verifier model solves the task once, at temperature 0, beside the first
-    # sample, and its answer is one vote (never the answer returned, and one of the client's maximum).
-    # The first sample agreeing with it ends the vote (the Beta rule at 2 of 2); the confident-sample
-    # gate is then off. None: off.
-    vote_referee: Literal["verifier_model"] | None = None
     # Free-text answers (no final value to compare) agree from this cosine of their embeddings.
     answer_similarity: float = Field(0.85, ge=0.0, le=1.0)
     allow_per_request: bool | None = Field(
@@ -74,7 +69,6 @@ class SamplePlan:
     confident_sample_logprob: float | None = None  # the first sample alone ends the vote from here up
     futility_after: int | None = None  # this many samples, no two agreeing, end the vote
     unsure_split_logprob: float | None = None  # no two agreeing and none this sure end the vote
-    refereed: bool = False  # the verifier model casts one vote beside the first sample
 
     def wants_logprobs(self, first: bool) -> bool:
         """Every sample's log-probabilities are read by the unsure-split stop, the first one's by the gate."""
@@ -89,18 +83,15 @@ class RefinePlan:
 def plan_samples(config: ComputeConfig, requested: int, familiarity: float, guided: bool = False) -> SamplePlan:
     """`guided`: exemplars are in the prompt. The confident-sample gate and the futility stops are then
     off: exemplars make the model sure of itself without making it right (held-out replay,
-    docs/ADAPTIVE_COMPUTE.md), and all were calibrated on questions asked without them. A referee
-    (`vote_referee`) judges cold votes only, and replaces the gate there."""
+    docs/ADAPTIVE_COMPUTE.md), and all were calibrated on questions asked without them."""
     f = min(1.0, max(0.0, familiarity))
     confidence = config.cold_confidence - f * (config.cold_confidence - config.familiar_confidence)
-    refereed = config.vote_referee is not None and not guided and requested >= 2
     return SamplePlan(
         max_samples=min(requested, config.max_samples),
         confidence=confidence,
-        confident_sample_logprob=None if guided or refereed else config.confident_sample_logprob,
+        confident_sample_logprob=None if guided else config.confident_sample_logprob,
         futility_after=None if guided else config.futility_after,
         unsure_split_logprob=None if guided else config.unsure_split_logprob,
-        refereed=refereed,
     )
 
 

@@ -3,8 +3,6 @@
 A wave is that many concurrent single-choice calls, so it works the same on backends that make n
 choices per call (vLLM) and on those that reject n>1, and every sample's tokens are known. The
 stopping rule and the wave sizes are budget/compute/stopping.py's; the answer keys budget/compute/answers.py's.
-A referee (another model, `compute.vote_referee`) may cast one vote beside a cold vote's first sample;
-its text is never the answer returned.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ class Ballot:
     choices: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
     clusters: list[np.ndarray] = field(default_factory=list)
-    referee_votes: set[int] = field(default_factory=set)  # indexes of the referee's votes
 
     def tally(self) -> dict[str, int]:
         return dict(Counter(k for k in self.keys if k is not None).most_common())
@@ -48,16 +45,15 @@ class Ballot:
         return [mean_logprob(c.get("logprobs")) for c, k in zip(self.choices, self.keys, strict=True) if k is not None]
 
     def winner(self) -> tuple[int, float]:
-        """The index of the first sample of the most voted answer the serving model gave (ties: the
-        earliest answer), and that answer's share of all votes. Never a referee's vote: the client asked
-        the serving model; the first sample is the serving model's, so index 0 is the fallback."""
+        """The index of the first sample of the most voted answer, and that answer's share of all samples."""
         tally = self.tally()
-        first_seen = {key: self.keys.index(key) for key in tally}
-        for key in sorted(tally, key=lambda k: (-tally[k], first_seen[k])):
-            for index, cast in enumerate(self.keys):
-                if cast == key and index not in self.referee_votes:
-                    return index, tally[key] / len(self.keys)
-        return 0, 0.0
+        if not tally:
+            return 0, 0.0
+        top = max(tally.values())
+        for index, key in enumerate(self.keys):
+            if key is not None and tally[key] == top:  # ties go to the earliest answer
+                return index, top / len(self.keys)
+        raise AssertionError("unreachable")
 
 
 # Why a vote ended: the Beta rule, a confident first sample, no two samples agreeing (a futility stop:
@@ -78,29 +74,11 @@ class VoteResult:
     stop: StopReason
 
 
-@dataclass(frozen=True)
-class Referee:
-    """Another model's solve of the same task, at temperature 0, under its own name on its server."""
-
-    backend: OpenAIBackend
-    model: str
-
-    async def solve(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
-        return await self.backend.complete({**body, "model": self.model, "temperature": 0.0, "n": 1})
-
-
 class VoteRunner:
-    def __init__(
-        self,
-        backend: OpenAIBackend,
-        embedder: BatchingEmbedder | None,
-        answer_similarity: float,
-        referee: Referee | None = None,
-    ) -> None:
+    def __init__(self, backend: OpenAIBackend, embedder: BatchingEmbedder | None, answer_similarity: float) -> None:
         self.backend = backend
         self.embedder = embedder
         self.answer_similarity = answer_similarity
-        self.referee = referee
 
     async def run(
         self,
@@ -119,28 +97,23 @@ class VoteRunner:
         template: dict[str, Any] = {}
         per_sample: list[dict[str, int]] = []
         gate = plan.confident_sample_logprob
-        referee = self.referee if plan.refereed else None
         stop: StopReason = "max_samples"
         while len(ballot.keys) < plan.max_samples:
             first = not ballot.keys
-            refereeing = first and referee is not None
-            if first and (gate is not None or refereeing):
-                wave = 1  # one sample, to see how sure the model is, or whether it agrees with the referee
+            if first and gate is not None:
+                wave = 1  # one sample, to see how sure the model is
             else:
                 wave = next_wave(ballot.counts(), plan.confidence, plan.max_samples - len(ballot.keys))
             wave_body = {**body, "logprobs": True} if plan.wants_logprobs(first) else body
             # One call per sample, concurrently: each call's usage is exact (llama.cpp reports the usage
             # of one choice for n>1), and any backend serves it; vLLM still shares the prompt's prefix cache.
-            own = [self.backend.complete({**wave_body, "n": 1}) for _ in range(wave)]
-            calls = await asyncio.gather(*own, *([referee.solve(body)] if refereeing and referee else []))
+            calls = await asyncio.gather(*(self.backend.complete({**wave_body, "n": 1}) for _ in range(wave)))
             cast = len(ballot.keys)
-            for number, (payload, _) in enumerate(calls):
+            for payload, _ in calls:
                 template = template or payload
                 sample_usage = add_usage({}, payload.get("usage"))
                 add_usage(usage, sample_usage)
                 for choice in list(payload.get("choices") or [])[:1]:
-                    if number >= wave:  # the referee's vote, cast after the serving model's first sample
-                        ballot.referee_votes.add(len(ballot.keys))
                     await self._cast(ballot, choice)
                     per_sample.append(sample_usage)
             if len(ballot.keys) == cast:
