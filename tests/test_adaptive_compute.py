@@ -10,6 +10,7 @@ tokens themselves instead of trusting the proxy's headers.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -62,13 +63,17 @@ class Relay:
         return sum(int(call["usage"].get("completion_tokens") or 0) for call in self.calls)
 
 
-@pytest.fixture
-def relay(llama_url: str) -> Any:
-    recorder = Relay(llama_url)
+def relayed(target: str) -> Iterator[Relay]:
+    recorder = Relay(target)
     server = ServerThread(recorder.app()).start()
     recorder.url = f"http://127.0.0.1:{server.port}/v1"  # type: ignore[attr-defined]
     yield recorder
     server.stop()
+
+
+@pytest.fixture
+def relay(llama_url: str) -> Iterator[Relay]:
+    yield from relayed(llama_url)
 
 
 def chat(proxy: RunningProxy, question: str = EASY, temperature: float = 0.7, **options: Any) -> Any:
@@ -249,13 +254,9 @@ def test_refine_checks_by_a_second_solve_and_counts_it(start_proxy: ProxyFactory
 
 
 @pytest.fixture
-def checker(verifier_url: str) -> Any:
+def checker(verifier_url: str) -> Iterator[Relay]:
     """A relay in front of the real verifier model (the bundled 1.5B)."""
-    recorder = Relay(verifier_url)
-    server = ServerThread(recorder.app()).start()
-    recorder.url = f"http://127.0.0.1:{server.port}/v1"  # type: ignore[attr-defined]
-    yield recorder
-    server.stop()
+    yield from relayed(verifier_url)
 
 
 def test_refine_checks_by_the_verifier_models_solve_and_counts_its_tokens(
