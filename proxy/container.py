@@ -155,9 +155,10 @@ def start_embedded_backend(settings: Settings) -> tuple[Any, str]:
     )
 
 
-def start_embedded_verifier(settings: Settings) -> tuple[Any, str]:
+def start_embedded_verifier(settings: Settings, warm: bool = True) -> tuple[Any, str]:
     """The bundled Qwen2.5-Coder-1.5B: the reuse verifier (short prompts, one token each) and refine's
-    `verifier_model` check (a whole solve: 4,096 tokens a slot, ~115 MB of KV cache each)."""
+    `verifier_model` check (a whole solve: 4,096 tokens a slot, ~115 MB of KV cache each). `warm`:
+    cache the reuse verifier's fixed prompt first (nothing to warm when only refine asks it)."""
     from proxy.backend.llamacpp import LlamaServerOptions
     from proxy.backend.model_files import cache_root, ensure_verifier_model
 
@@ -174,7 +175,8 @@ def start_embedded_verifier(settings: Settings) -> tuple[Any, str]:
         options.startup_timeout_s,
     )
     try:
-        _warm_verifier(url, options.model, options.n_parallel, options.startup_timeout_s)
+        if warm:
+            _warm_verifier(url, options.model, options.n_parallel, options.startup_timeout_s)
     except Exception:
         server.stop()
         raise
@@ -277,7 +279,7 @@ def build_container(settings: Settings, encoder: TextEncoder | None = None) -> A
         supports_n = False  # llama.cpp's server rejects n>1
     try:
         if _wants_verifier_model(settings) and settings.reuse_verifier.url is None:
-            verifier_server, _ = start_embedded_verifier(settings)
+            verifier_server, _ = start_embedded_verifier(settings, warm=_verifies_reuse(settings))
         return _assemble(settings, backend_url, supports_n, embedded_server, encoder, verifier_server)
     except Exception:
         for server in (embedded_server, verifier_server):
@@ -399,9 +401,13 @@ def _refine_uses_verifier_model(settings: Settings) -> bool:
     return settings.memory_modes.verifier.kind == "none" and settings.compute.refine_check == "verifier_model"
 
 
+def _verifies_reuse(settings: Settings) -> bool:
+    return settings.reuse_verifier.enabled and settings.memory.enabled
+
+
 def _wants_verifier_model(settings: Settings) -> bool:
-    """The verifier model serves the reuse verifier (with memory on) and refine's `verifier_model` check."""
-    return (settings.reuse_verifier.enabled and settings.memory.enabled) or _refine_uses_verifier_model(settings)
+    """The verifier model serves the reuse verifier and refine's `verifier_model` check."""
+    return _verifies_reuse(settings) or _refine_uses_verifier_model(settings)
 
 
 def _verifier_model_url(settings: Settings, verifier_server: Any) -> str:
@@ -415,8 +421,7 @@ def _draft_check(
     configured = settings.memory_modes.verifier
     if configured.kind != "none":
         return VerifierCheck(Verifier(configured, backend))
-    if _refine_uses_verifier_model(settings):
-        assert verifier_model is not None  # built whenever refine checks with it
+    if verifier_model is not None:  # built only when refine checks with it
         answers = settings.compute.answer_similarity
         return ConsistencyCheck(verifier_model, embedder, answers, temperature=0.0, model=settings.reuse_verifier.model)
     if settings.compute.refine_check == "judge":
