@@ -13,7 +13,8 @@ vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
                   (--confident-logprob X, --unsure-split-logprob Y: both vote passes with
                    compute.confident_sample_logprob = X, compute.unsure_split_logprob = Y)
 refine (temperature 0, up to 3 rounds):
-  refine3-fixed     always 3 rounds: the proxy's refine with a check that never passes, memory off
+  refine3-fixed     always 3 rounds straight to llama.cpp: the draft and two revisions asked as the proxy's
+                    refine asks them (proxy/serving/refine.py REVISE_PROMPT); each round's answer recorded
   refine-nomem      `speedup.refine = {max_rounds: 3}`, the model checks its own draft, memory off
   refine-mem        the same with memory on
   refine-checker    `speedup.refine = {max_rounds: 3}`, memory off, the draft checked by a second solve of
@@ -48,10 +49,10 @@ from bench.procs import proxy
 from bench.replay_dataset import LEVELS, ReplayItem, build_replay_stream, extract_final_number, is_correct
 from proxy.config import Settings
 from proxy.container import start_embedded_backend
+from proxy.serving.refine import REVISE_PROMPT
 
 VOTE_PASSES = ("fixed8-direct", "vote-nomem", "vote-mem")
 REFINE_PASSES = ("refine3-fixed", "refine-nomem", "refine-mem", "refine-checker")
-NEVER = "(?!x)x"  # a regex no answer matches: every check fails, so every round is run
 
 
 def ask(
@@ -70,7 +71,7 @@ def ask(
     used = raw.headers.get("x-speedup-samples") or raw.headers.get("x-speedup-rounds") or "1/1"
     return {
         "votes": raw.headers.get("x-speedup-votes"),
-        "stop": raw.headers.get("x-speedup-vote-stop"),
+        "stop": raw.headers.get("x-speedup-vote-stop") or raw.headers.get("x-speedup-refine-stop"),
         "latency_s": time.perf_counter() - started,
         "completion_tokens": completion.usage.completion_tokens if completion.usage else 0,
         "units": int(used.split("/")[0]),
@@ -113,6 +114,37 @@ def fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, samples: int
     }
 
 
+def refine_fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, rounds: int) -> dict[str, Any]:
+    """Every round straight to the backend at temperature 0: the draft, then each revision asked as the
+    proxy asks it after a failed check; the last round is the answer."""
+    started = time.perf_counter()
+    messages = replay.chat_messages(item.question)
+    texts: list[str] = []
+    tokens = 0
+    for _ in range(rounds):
+        if texts:
+            messages = [
+                *messages,
+                {"role": "assistant", "content": texts[-1]},
+                {"role": "user", "content": REVISE_PROMPT},
+            ]
+        completion = client.chat.completions.create(
+            model="qwen", messages=messages, temperature=0.0, max_tokens=max_tokens
+        )
+        texts.append(completion.choices[0].message.content or "")
+        tokens += completion.usage.completion_tokens if completion.usage else 0
+    return {
+        "round_finals": [extract_final_number(t) for t in texts],
+        "round_correct": [is_correct(t, item.gold) for t in texts],
+        "latency_s": time.perf_counter() - started,
+        "completion_tokens": tokens,
+        "units": rounds,
+        "tier": None,
+        "correct": is_correct(texts[-1], item.gold),
+        "answer": texts[-1],
+    }
+
+
 @contextmanager
 def proxy_for(
     pass_name: str, backend_url: str, workdir: Path, vote_compute: dict[str, float], verifier_url: str | None = None
@@ -122,7 +154,7 @@ def proxy_for(
     if pass_name.startswith("vote"):
         env.update({f"SPEEDUP_COMPUTE__{key.upper()}": json.dumps(value) for key, value in vote_compute.items()})
     extra: list[str] = []
-    if pass_name.endswith("nomem") or pass_name in ("refine3-fixed", "refine-checker"):
+    if pass_name.endswith("nomem") or pass_name == "refine-checker":
         extra = ["--memory", "off"]
     if pass_name == "refine-checker":
         env["SPEEDUP_COMPUTE__REFINE_CHECK"] = "verifier_model"
@@ -130,8 +162,6 @@ def proxy_for(
             env["SPEEDUP_REUSE_VERIFIER__URL"] = verifier_url
     if pass_name == "vote-mem":
         env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": replay.ANSWER_FORMAT})
-    if pass_name == "refine3-fixed":
-        env["SPEEDUP_MEMORY_MODES__VERIFIER"] = json.dumps({"kind": "regex", "pattern": NEVER})
     (workdir / pass_name).mkdir()
     with proxy(backend_url, workdir / pass_name, *extra, env=env) as url:
         yield url
@@ -152,14 +182,17 @@ def run_pass(
     records = []
     if first and pass_name.endswith("-mem"):
         raise SystemExit(f"{pass_name} builds its memory as it goes: it cannot resume at item {first}")
-    if pass_name == "fixed8-direct":
+    if pass_name in ("fixed8-direct", "refine3-fixed"):
         client = replay.make_client(backend_url)
         for index, item in enumerate(items):
             if index >= first:
-                result = fixed_direct(client, item, max_tokens, 8, vote_temperature)
+                if pass_name == "fixed8-direct":
+                    result = fixed_direct(client, item, max_tokens, 8, vote_temperature)
+                else:
+                    result = refine_fixed_direct(client, item, max_tokens, 3)
                 records.append(_record(pass_name, index, item, result))
         return records
-    vote = pass_name.startswith(("vote", "fixed"))
+    vote = pass_name.startswith("vote")
     speedup = {"samples": {"max": 8, "mode": "vote"}} if vote else {"refine": {"max_rounds": 3}}
     with proxy_for(pass_name, backend_url, workdir, vote_compute or {}, verifier_url) as url:
         client = replay.make_client(url)
@@ -313,9 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compute.unsure_split_logprob of the vote passes (off unless given; -0.15 for the bundled model)",
     )
     parser.add_argument("--levels", nargs="+", choices=LEVELS, help="only these levels (memory-off passes only)")
-    parser.add_argument(
-        "--verifier-url", help="refine-checker: the verifier model at this URL (.../v1), not embedded"
-    )
+    parser.add_argument("--verifier-url", help="refine-checker: the verifier model at this URL (.../v1), not embedded")
     args = parser.parse_args(argv)
     items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))
     passes = [*(VOTE_PASSES if "vote" in args.methods else ()), *(REFINE_PASSES if "refine" in args.methods else ())]

@@ -84,6 +84,12 @@ class ProxyMetrics:
             ["tenant", "reason"],
             registry=r,
         )
+        self.refine_stops = Counter(
+            "speedup_refine_stops",
+            "Why refines ended: passed (a check passed), converged (a revision kept its answer) or max_rounds",
+            ["tenant", "reason"],
+            registry=r,
+        )
         self.request_latency = Histogram(
             "speedup_request_latency_seconds",
             "Whole request latency",

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from budget.patterns import RegexPattern
+from budget.reuse.text import normalise_text
 
 AnswerKind = Literal["auto", "number", "boxed", "hash", "regex", "text"]
 
@@ -75,3 +76,15 @@ def answer_key(text: str, answer: AnswerFormat) -> str | None:
 def votes_by_text(answer: AnswerFormat) -> bool:
     """Samples without a key vote by similarity of their text only in the free-text kinds."""
     return answer.kind in ("auto", "text")
+
+
+def same_answer(first: str, second: str) -> bool | None:
+    """Whether two solutions of one task reach the same answer (`auto` keys), or equal text where
+    neither states one; None where only their meaning can tell (free texts that differ)."""
+    fmt = AnswerFormat()
+    a, b = answer_key(first, fmt), answer_key(second, fmt)
+    if a is not None or b is not None:
+        return a == b
+    if normalise_text(first) == normalise_text(second):
+        return normalise_text(first) != ""
+    return None

@@ -34,7 +34,7 @@ class ComputeUse:
     confidence: float | None = None  # vote: the stopping rule's confidence in the majority
     checks: int = 0  # refine: check calls (the model asked about its own answer)
     tally: dict[str, int] | None = None  # vote: answer -> samples that gave it, most frequent first
-    stop: str | None = None  # vote: why it ended (proxy/serving/vote.py StopReason)
+    stop: str | None = None  # why it ended: vote.py StopReason, refine.py RefineStop
 
     @property
     def skipped(self) -> int:
@@ -129,7 +129,7 @@ class Accounting:
         if compute.confidence is not None:
             found["x-speedup-vote-confidence"] = f"{compute.confidence:.3f}"
         if compute.stop is not None:
-            found["x-speedup-vote-stop"] = compute.stop
+            found[f"x-speedup-{compute.method}-stop"] = compute.stop
         if compute.tally:
             found["x-speedup-votes"] = ",".join(
                 f"{quote(key, safe='')}={count}" for key, count in compute.tally.items()
@@ -169,8 +169,9 @@ class RequestLedger:
             method = account.compute.method
             m.compute_units.labels(account.tenant, method, "used").inc(account.compute.used)
             m.compute_units.labels(account.tenant, method, "skipped").inc(account.compute.skipped)
+            stops = m.vote_stops if method == "vote" else m.refine_stops
             if account.compute.stop is not None:
-                m.vote_stops.labels(account.tenant, account.compute.stop).inc()
+                stops.labels(account.tenant, account.compute.stop).inc()
         m.request_latency.labels(tier).observe(account.total_seconds)
         m.proxy_latency.labels(tier).observe(max(0.0, account.total_seconds - account.backend_seconds))
         for observer in self.observers:

@@ -98,6 +98,7 @@ class AdaptiveCompute:
             allowed=self._allowed(request),
             unit_tokens=result.draft_tokens / max(1, result.rounds),
             checks=result.checks,
+            stop=result.stop,
         )
         return result.payload
 

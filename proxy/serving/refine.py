@@ -2,18 +2,23 @@
 
 The check is a DraftCheck (proxy/serving/refine_checks.py): the configured verifier, or by default
 a second solve by the serving model that must reach the same answer. The last draft is not checked:
-there is no round left to revise in.
+there is no round left to revise in. A revision that keeps the answer it was asked to reconsider
+ends the refine too (`converged`): the model holds it, and a further round would be asked the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from budget.compute.answers import same_answer
 from budget.compute.plan import RefinePlan
 from proxy.backend.client import OpenAIBackend
 from proxy.backend.fanout import add_usage
 from proxy.serving.refine_checks import DraftCheck
+
+# Why a refine ended: its check passed, a revision kept the answer, or no round was left.
+RefineStop = Literal["passed", "converged", "max_rounds"]
 
 REVISE_PROMPT = (
     "A check of your answer above found it may be wrong. Solve the task again carefully, step by step, "
@@ -28,6 +33,7 @@ class RefineResult:
     checks: int
     draft_usage: dict[str, int]  # the returned draft's own tokens
     draft_tokens: int  # completion tokens of all drafts, without the checks
+    stop: RefineStop
 
 
 class RefineRunner:
@@ -39,6 +45,7 @@ class RefineRunner:
         """Up to `plan.max_rounds` drafts; `usage` gets every draft's and every check's tokens."""
         messages = list(body.get("messages") or [])
         rounds = checks = draft_tokens = 0
+        previous: str | None = None
         while True:
             payload, _ = await self.backend.complete({**body, "messages": messages})
             rounds += 1
@@ -46,15 +53,19 @@ class RefineRunner:
             add_usage(usage, draft_usage)
             draft_tokens += draft_usage["completion_tokens"]
             answer = _content(payload)
-            if rounds >= plan.max_rounds:
-                break  # no round left to revise in: checking would only cost
-            checks += 1
-            result = await self.check.check(question, body, answer, usage)  # the task as asked, not the revisions
-            if result.passed:
-                break
-            feedback = f"{result.hint} {REVISE_PROMPT}" if result.hint else REVISE_PROMPT
-            messages = [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": feedback}]
-        return RefineResult(payload, rounds, checks, draft_usage, draft_tokens)
+            stop: RefineStop | None = None
+            if previous is not None and same_answer(previous, answer) is True:
+                stop = "converged"
+            elif rounds >= plan.max_rounds:
+                stop = "max_rounds"  # no round left to revise in: checking would only cost
+            else:
+                checks += 1
+                if await self.check.check(question, body, answer, usage):  # the task as asked, not the revisions
+                    stop = "passed"
+            if stop is not None:
+                return RefineResult(payload, rounds, checks, draft_usage, draft_tokens, stop)
+            messages = [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": REVISE_PROMPT}]
+            previous = answer
 
 
 def _content(payload: dict[str, Any]) -> str:
