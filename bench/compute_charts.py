@@ -1,6 +1,8 @@
 """PNG charts of bench/compute_replay.py: completion tokens, samples or rounds, and accuracy per level.
 
-python -m bench.compute_charts bench/results/compute-replay.json [--out docs/img]
+python -m bench.compute_charts bench/results/compute-replay.json [more runs ...] [--out docs/img] [--suffix _heldout]
+
+Several runs are pooled: their records summarised together (streams of other seeds, same passes).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ METHODS = {
 METRICS = (("tokens", "completion tokens per question"), ("units", "{unit} per question"), ("accuracy", "accuracy"))
 
 
-def make_charts(summary: dict[str, dict[str, dict[str, float]]], out_dir: Path) -> list[Path]:
+def make_charts(summary: dict[str, dict[str, dict[str, float]]], out_dir: Path, suffix: str = "") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for method, passes in METHODS.items():
@@ -58,7 +60,7 @@ def make_charts(summary: dict[str, dict[str, dict[str, float]]], out_dir: Path) 
         axes[0].legend(fontsize=8)
         fig.suptitle(f"{method}: per similarity level (bench/compute_replay.py)")
         fig.tight_layout()
-        path = out_dir / f"compute_{method}.png"
+        path = out_dir / f"compute_{method}{suffix}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -67,11 +69,18 @@ def make_charts(summary: dict[str, dict[str, dict[str, float]]], out_dir: Path) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results")
+    parser.add_argument("results", nargs="+")
     parser.add_argument("--out", default="docs/img")
+    parser.add_argument("--suffix", default="", help="appended to the file names: compute_refine<suffix>.png")
     args = parser.parse_args(argv)
-    saved: dict[str, Any] = json.loads(Path(args.results).read_text(encoding="utf-8"))
-    for path in make_charts(saved["summary"], Path(args.out)):
+    runs: list[dict[str, Any]] = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.results]
+    if len(runs) == 1:
+        summary = runs[0]["summary"]
+    else:
+        from bench.compute_replay import summarize
+
+        summary = summarize([record for run in runs for record in run["records"]])
+    for path in make_charts(summary, Path(args.out), args.suffix):
         print(path)
     return 0
 

@@ -1,7 +1,7 @@
 """Adaptive compute on the real backend: votes stop early where the samples agree and not where they
 do not, return the majority, never draw more than the client allowed, draw fewer on familiar
 questions and none on reused ones, stream, and report every backend call's tokens; refine stops at
-the first passing check.
+the first passing check or at the first revision that keeps its answer.
 
 A relay between the proxy and llama.cpp records every backend call, so the tests count calls and
 tokens themselves instead of trusting the proxy's headers.
@@ -21,8 +21,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from budget.compute.answers import AnswerFormat, answer_key
-from tests.conftest import ProxyFactory, RunningProxy, ServerThread
+from budget.compute.answers import AnswerFormat, answer_key, same_answer
+from proxy.serving.refine import REVISE_PROMPT
+from tests.conftest import ProxyFactory, RunningProxy, ServerThread, stub_url
+from tests.fault_backend import completion
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -230,15 +232,78 @@ def test_the_judge_check_is_a_short_yes_or_no_call(start_proxy: ProxyFactory, re
     assert raw.parse().usage.completion_tokens == relay.completion_tokens
 
 
-def test_refine_revises_while_the_check_fails_up_to_the_maximum(start_proxy: ProxyFactory, relay: Any) -> None:
+def test_refine_revises_after_a_failed_check_and_stops_once_a_revision_keeps_its_answer(
+    start_proxy: ProxyFactory, relay: Any
+) -> None:
     never = {"verifier": {"kind": "regex", "pattern": "(?!x)x"}}
     proxy = start_proxy(relay.url, memory="off", memory_modes=never)
     raw = refine(proxy, 3)
-    assert raw.headers["x-speedup-rounds"] == "3/3"
-    assert len(relay.calls) == 3
-    revision = relay.calls[-1]["body"]["messages"]
-    assert [m["role"] for m in revision] == ["user", "assistant", "user", "assistant", "user"]
+    rounds = int(raw.headers["x-speedup-rounds"].split("/")[0])
+    assert len(relay.calls) == rounds >= 2  # a regex check costs no call; round 1 always fails it
+    texts = [_text(relay, index) for index in range(rounds)]
+    for index in range(1, rounds):
+        revision = relay.calls[index]["body"]["messages"]
+        assert [m["role"] for m in revision] == ["user", *["assistant", "user"] * index]
+        assert revision[-1]["content"] == REVISE_PROMPT  # asked as the fixed method asks, no other answer
+        if index < rounds - 1:
+            assert same_answer(texts[index - 1], texts[index]) is not True  # a changed answer is revised again
+    kept = same_answer(texts[-2], texts[-1]) is True
+    assert raw.headers["x-speedup-refine-stop"] == ("converged" if kept else "max_rounds")
+    assert rounds == 3 or kept
     assert raw.parse().usage.completion_tokens == relay.completion_tokens
+
+
+@dataclass
+class ScriptedModel:
+    """A backend that answers each call with the next of `answers`: the real model cannot be made to
+    keep or change its answer on cue."""
+
+    answers: list[str]
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> JSONResponse:
+            self.calls.append(await request.json())
+            content = self.answers[min(len(self.calls), len(self.answers)) - 1]
+            return JSONResponse(
+                completion(
+                    choices=[
+                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                    ]
+                )
+            )
+
+        return app
+
+
+@pytest.mark.parametrize(
+    ("answers", "rounds", "stop"),
+    [
+        (["Answer: 5", "So it is 6.\nAnswer: 6", "Answer: 7"], "3/3", "max_rounds"),
+        (["Answer: 5", "Checked again: 2 + 3 = 5.\nAnswer: 5", "Answer: 7"], "2/3", "converged"),
+        (["Paris is the capital.", "paris is the capital", "Lyon."], "2/3", "converged"),
+        (["Paris is the capital.", "It is Lyon.", "It is Marseille."], "3/3", "max_rounds"),
+    ],
+)
+def test_refine_runs_every_round_while_revisions_change_the_answer_and_stops_when_one_keeps_it(
+    start_proxy: ProxyFactory, answers: list[str], rounds: str, stop: str
+) -> None:
+    model = ScriptedModel(answers)
+    server = ServerThread(model.app()).start()
+    try:
+        never = {"verifier": {"kind": "regex", "pattern": "(?!x)x"}}
+        proxy = start_proxy(stub_url(server), memory="off", memory_modes=never)
+        raw = refine(proxy, 3)
+    finally:
+        server.stop()
+    assert (raw.headers["x-speedup-rounds"], raw.headers["x-speedup-refine-stop"]) == (rounds, stop)
+    assert len(model.calls) == int(rounds[0])
+    assert raw.parse().choices[0].message.content == answers[int(rounds[0]) - 1]  # the last round is the answer
+    registry = proxy.container.metrics.registry
+    assert registry.get_sample_value("speedup_refine_stops_total", {"tenant": "local", "reason": stop}) == 1
 
 
 def test_refine_checks_by_a_second_solve_and_counts_it(start_proxy: ProxyFactory, relay: Any) -> None:
@@ -266,7 +331,9 @@ def test_refine_checks_by_the_verifier_models_solve_and_counts_its_tokens(
     proxy = start_proxy(relay.url, memory="off", **options)
     raw = refine(proxy, 3)
     rounds = int(raw.headers["x-speedup-rounds"].split("/")[0])
-    assert len(relay.calls) == rounds and len(checker.calls) == min(rounds, 2)  # the last draft is not checked
+    stop = raw.headers["x-speedup-refine-stop"]
+    # Checked: every draft but one that kept the answer it was asked to reconsider, and the last.
+    assert len(relay.calls) == rounds and len(checker.calls) == (rounds if stop == "passed" else rounds - 1)
     task = relay.calls[0]["body"]["messages"]
     for call in checker.calls:  # the task as asked, deterministic, under the verifier model's name
         assert call["body"]["messages"] == task and call["body"]["temperature"] == 0
@@ -274,10 +341,10 @@ def test_refine_checks_by_the_verifier_models_solve_and_counts_its_tokens(
     drafted, solved = answer_key(_text(relay, 0), AnswerFormat()), answer_key(_text(checker, 0), AnswerFormat())
     cut_off = checker.calls[0]["reply"]["choices"][0]["finish_reason"] != "stop"
     if rounds == 1:  # agreed, or the solve was cut off (no evidence against the draft)
-        assert cut_off or (solved is not None and solved == drafted)
-    else:  # disagreed: the revision is told what the verifier model found
+        assert stop == "passed" and (cut_off or (solved is not None and solved == drafted))
+    else:  # disagreed: revised, asked as the fixed method asks (the 1.5B's answer is not passed on)
         assert not cut_off and solved != drafted
-        assert solved is None or f"({solved})" in relay.calls[1]["body"]["messages"][-1]["content"]
+        assert relay.calls[1]["body"]["messages"][-1]["content"] == REVISE_PROMPT
     assert raw.parse().usage.completion_tokens == relay.completion_tokens + checker.completion_tokens
 
 

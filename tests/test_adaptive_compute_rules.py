@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from budget.compute.answers import AnswerFormat, answer_key
+from budget.compute.answers import AnswerFormat, answer_key, same_answer
 from budget.compute.confidence import is_confident, mean_logprob
 from budget.compute.plan import ComputeConfig, plan_rounds, plan_samples, token_ladder
 from budget.compute.stopping import majority_confidence, next_wave, no_consensus, should_stop, unsure_split
@@ -108,6 +108,21 @@ def test_the_clients_maximum_caps_the_plan() -> None:
 )
 def test_a_sample_votes_with_its_final_answer(text: str, key: str | None) -> None:
     assert answer_key(text, AnswerFormat()) == key
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("3 + 4 = 7.\nAnswer: 7", "Let me check: 7 apples.\nAnswer: $7.00", True),  # one value, other words
+        ("Answer: 7", "Answer: 8", False),
+        ("Answer: 7", "I am not sure.", False),  # only one states an answer
+        ("Paris is the capital.", "paris is the capital", True),
+        ("", "", False),  # two empty replies agree on nothing
+        ("Paris is the capital.", "It is Lyon.", None),  # free texts that differ: only meaning can tell
+    ],
+)
+def test_two_solutions_agree_by_their_final_answers(first: str, second: str, same: bool | None) -> None:
+    assert same_answer(first, second) is same
 
 
 def test_a_configured_regex_decides_the_vote() -> None:
