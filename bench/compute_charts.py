@@ -73,13 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/img")
     parser.add_argument("--suffix", default="", help="appended to the file names: compute_refine<suffix>.png")
     args = parser.parse_args(argv)
-    runs: list[dict[str, Any]] = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.results]
-    if len(runs) == 1:
-        summary = runs[0]["summary"]
-    else:
-        from bench.compute_replay import summarize
+    from bench.compute_replay import summarize  # here, not at the top: compute_replay imports this module
 
-        summary = summarize([record for run in runs for record in run["records"]])
+    runs: list[dict[str, Any]] = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.results]
+    summary = summarize([record for run in runs for record in run["records"]])
     for path in make_charts(summary, Path(args.out), args.suffix):
         print(path)
     return 0

@@ -14,7 +14,7 @@ vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
                    compute.confident_sample_logprob = X, compute.unsure_split_logprob = Y)
 refine (temperature 0, up to 3 rounds):
   refine3-fixed     always 3 rounds straight to llama.cpp: the draft and two revisions asked as the proxy's
-                    refine asks them (proxy/serving/refine.py REVISE_PROMPT); each round's answer recorded
+                    refine asks them (proxy/serving/refine.py revision_messages); each round's answer recorded
   refine-nomem      `speedup.refine = {max_rounds: 3}`, the model checks its own draft, memory off
   refine-mem        the same with memory on
   refine-checker    `speedup.refine = {max_rounds: 3}`, memory off, the draft checked by a second solve of
@@ -49,7 +49,7 @@ from bench.procs import proxy
 from bench.replay_dataset import LEVELS, ReplayItem, build_replay_stream, extract_final_number, is_correct
 from proxy.config import Settings
 from proxy.container import start_embedded_backend
-from proxy.serving.refine import REVISE_PROMPT
+from proxy.serving.refine import revision_messages
 
 VOTE_PASSES = ("fixed8-direct", "vote-nomem", "vote-mem")
 REFINE_PASSES = ("refine3-fixed", "refine-nomem", "refine-mem", "refine-checker")
@@ -123,11 +123,7 @@ def refine_fixed_direct(client: OpenAI, item: ReplayItem, max_tokens: int, round
     tokens = 0
     for _ in range(rounds):
         if texts:
-            messages = [
-                *messages,
-                {"role": "assistant", "content": texts[-1]},
-                {"role": "user", "content": REVISE_PROMPT},
-            ]
+            messages = revision_messages(messages, texts[-1])
         completion = client.chat.completions.create(
             model="qwen", messages=messages, temperature=0.0, max_tokens=max_tokens
         )

@@ -85,6 +85,7 @@ def same_answer(first: str, second: str) -> bool | None:
     a, b = answer_key(first, fmt), answer_key(second, fmt)
     if a is not None or b is not None:
         return a == b
-    if normalise_text(first) == normalise_text(second):
-        return normalise_text(first) != ""
+    text = normalise_text(first)
+    if text == normalise_text(second):
+        return text != ""
     return None

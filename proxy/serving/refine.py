@@ -64,8 +64,13 @@ class RefineRunner:
                     stop = "passed"
             if stop is not None:
                 return RefineResult(payload, rounds, checks, draft_usage, draft_tokens, stop)
-            messages = [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": REVISE_PROMPT}]
+            messages = revision_messages(messages, answer)
             previous = answer
+
+
+def revision_messages(messages: list[dict[str, Any]], answer: str) -> list[dict[str, Any]]:
+    """The conversation that asks for a revision of `answer` (the same whatever the check found)."""
+    return [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": REVISE_PROMPT}]
 
 
 def _content(payload: dict[str, Any]) -> str:
