@@ -1,9 +1,9 @@
 """Adaptive compute on the replay: vote and refine against their fixed methods, per similarity level.
 
     python -m bench.compute_replay [--groups 10] [--seed 0] [--methods vote refine] \\
-        [--out bench/results/compute-replay.json] [--png-dir docs/img]
+        [--out bench/results/compute-replay.json] [--png-dir docs/img] [--model PATH.gguf]
 
-Starts the embedded llama.cpp server with the default model and, per pass, a proxy in front of it
+Starts the embedded llama.cpp server with the default model (or --model) and, per pass, a proxy in front of it
 (fresh memory each), then sends the S0..S4 replay stream (bench/replay_dataset.py) through:
 
 vote (temperature 0.7 unless --temperature says otherwise, up to 8 samples):
@@ -343,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--levels", nargs="+", choices=LEVELS, help="only these levels (memory-off passes only)")
     parser.add_argument("--verifier-url", help="refine-checker: the verifier model at this URL (.../v1), not embedded")
+    parser.add_argument("--model", type=Path, help="the served GGUF (default: the bundled Qwen2.5-Coder-0.5B)")
     args = parser.parse_args(argv)
     items = build_replay_stream(groups=args.groups, seed=args.seed, templates=solvable(PROBE_FILE))
     passes = [*(VOTE_PASSES if "vote" in args.methods else ()), *(REFINE_PASSES if "refine" in args.methods else ())]
@@ -355,7 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="speedup-compute-"))
     load_before = os.getloadavg()
     started = time.time()
-    server, backend_url = start_embedded_backend(Settings())
+    settings = Settings()
+    if args.model:
+        settings.embedded.model_path = args.model
+    server, backend_url = start_embedded_backend(settings)
     records: list[dict[str, Any]] = list(earlier)
     try:
         for pass_name in passes:
@@ -394,7 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     machine = {"cpus": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg()}
     payload = {
-        "config": vars(args) | {"items": len(items), "seconds": round(time.time() - started, 1), "machine": machine},
+        "config": vars(args)
+        | {
+            "model": str(args.model or "bundled 0.5B"),
+            "items": len(items),
+            "seconds": round(time.time() - started, 1),
+            "machine": machine,
+        },
         # Items that came from --merge were run before, with the same stream and code (see docs/BENCHMARKS.md).
         "records": records,
         "summary": summary,

@@ -2,7 +2,7 @@
 
     python -m bench.compute_sim bench/results/compute-calib-seed2-t03.json [--orders 300] \\
         [--confidence 0.80] [--confident-logprob -0.075] [--futility 3 4 5 none] \\
-        [--unsure-split -0.15 none] [--levels S0 S4]
+        [--unsure-split -0.15 none] [--levels S0 S4] [--pool]
 
 Takes the `fixed8-direct` records of a bench.compute_replay run (each question's 8 samples: final
 answer, finish reason, tokens and, when recorded, the mean token log-probability), and replays
@@ -11,6 +11,12 @@ alone when the confident-sample gate is on, then `stopping.next_wave` waves unti
 the futility stops (`stopping.no_consensus`, `stopping.unsure_split`) or all 8 are drawn; ties go to
 the earliest answer; a cut-off sample abstains. Prints, per futility setting, accuracy and tokens
 against the majority of 8.
+
+The baseline is the majority of the same 8 in the same order (ties to its earliest answer), averaged
+over the orders: the first k samples of a random order of 8 independent samples are k independent
+samples, so the replayed vote is distributed as a live vote and the majority as the fixed method, and
+`accuracy_points` is an unbiased estimate of their difference without the luck of one live draw of
+each. (The recorded run's own majority, `majority_of_8_recorded`, is one tie-break among those orders.)
 """
 
 from __future__ import annotations
@@ -86,8 +92,16 @@ def replay_vote(
         if futile(ballot.counts(), answered, futility, unsure_below):
             stop = "no_consensus"
             break
-    chosen = ballot.keys[ballot.winner()[0]] if ballot.tally() else None
-    return chosen, len(ballot.keys), sum(s.tokens for s in samples[: len(ballot.keys)]), stop
+    return _chosen(ballot), len(ballot.keys), sum(s.tokens for s in samples[: len(ballot.keys)]), stop
+
+
+def majority(samples: Sequence[Sample]) -> str | None:
+    """The fixed method's answer: the most frequent of all `samples`, ties to the earliest."""
+    return _chosen(Ballot(answer=AnswerFormat(), similarity=0.0, keys=[s.key for s in samples]))
+
+
+def _chosen(ballot: Ballot) -> str | None:
+    return ballot.keys[ballot.winner()[0]] if ballot.tally() else None
 
 
 def simulate(
@@ -100,7 +114,7 @@ def simulate(
     seed: int = 0,
 ) -> dict[str, float]:
     rng = random.Random(seed)
-    right = drawn = tokens = 0.0
+    right = fixed_right = drawn = tokens = 0.0
     stops: Counter[str] = Counter()
     for record in records:
         samples = samples_of(record)
@@ -108,6 +122,7 @@ def simulate(
             order = rng.sample(samples, len(samples))
             chosen, n, spent, stop = replay_vote(order, confidence, gate, futility, unsure_below)
             right += is_correct(chosen or "", record["gold"])
+            fixed_right += is_correct(majority(order) or "", record["gold"])
             drawn += n
             tokens += spent
             stops[stop] += 1
@@ -115,11 +130,22 @@ def simulate(
     full_tokens = sum(sum(s.tokens for s in samples_of(r)) for r in records)
     return {
         "accuracy": right / runs,
-        "majority_of_8": sum(bool(r["correct"]) for r in records) / len(records),
+        "majority_of_8": fixed_right / runs,
+        "accuracy_points": 100 * (right - fixed_right) / runs,
+        "majority_of_8_recorded": sum(bool(r["correct"]) for r in records) / len(records),
         "samples": drawn / runs,
         "tokens_saved_pct": 100 * (1 - (tokens / orders) / full_tokens),
         **{f"stop_{k}": v / runs for k, v in sorted(stops.items())},
     }
+
+
+def fixed_records(path: str, levels: Sequence[str] | None) -> list[dict[str, Any]]:
+    with open(path) as handle:
+        return [
+            r
+            for r in json.load(handle)["records"]
+            if r["pass"] == "fixed8-direct" and (levels is None or r["level"] in levels)
+        ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,15 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--futility", nargs="+", default=["none"], help="futility_after values; 'none': off")
     parser.add_argument("--unsure-split", nargs="+", default=["none"], help="unsure_split_logprob values; 'none': off")
     parser.add_argument("--levels", nargs="+", default=None)
+    parser.add_argument("--pool", action="store_true", help="one simulation over all runs' questions")
     args = parser.parse_args(argv)
-    for path in args.runs:
-        with open(path) as handle:
-            records = [
-                r
-                for r in json.load(handle)["records"]
-                if r["pass"] == "fixed8-direct" and (args.levels is None or r["level"] in args.levels)
-            ]
-        print(f"{path}: {len(records)} questions, {args.orders} orders each")
+    runs = {path: fixed_records(path, args.levels) for path in args.runs}
+    if args.pool:
+        runs = {" + ".join(runs): [r for records in runs.values() for r in records]}
+    for name, records in runs.items():
+        print(f"{name}: {len(records)} questions, {args.orders} orders each")
         for value in args.futility:
             for unsure in args.unsure_split:
                 futility = None if value == "none" else int(value)

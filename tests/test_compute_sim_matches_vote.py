@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from bench.compute_sim import Sample, replay_vote
+from bench.compute_sim import Sample, majority, replay_vote
 from budget.compute.answers import AnswerFormat
 from budget.compute.plan import ComputeConfig, plan_samples
 from proxy.serving.vote import VoteRunner
@@ -49,4 +49,22 @@ def test_the_offline_replay_draws_what_the_proxy_draws(seed: int) -> None:
     )
     assert (drawn, stop) == (result.drawn, result.stop if result.stop != "no_answer" else "max_samples")
     expected = result.payload["choices"][0]["message"]["content"] if result.tally else None
+    assert (f"Answer: {chosen}" if chosen is not None else None) == expected
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_offline_baseline_is_what_the_proxy_returns_after_all_8(seed: int) -> None:
+    """The replay's accuracy is compared with `majority` of the same samples: it must be the answer
+    the proxy returns when it draws all 8 (the fixed method), ties and abstentions included."""
+    rng = random.Random(seed)
+    answers = rng.choice([["7", "8"], ["1", "2", "3", "4", "5", "6", "7", "8"], ["7", "7", "9", None], ["3", None]])
+    samples = [Sample(key=rng.choice(answers), tokens=5, mean_logprob=SURE_MEAN) for _ in range(8)]
+    never_stops = ComputeConfig(cold_confidence=0.999999, futility_after=None)
+    plan = plan_samples(never_stops, 8, 0.0)
+    result = asyncio.run(
+        VoteRunner(ScriptedBackend(scripted(samples)), None, 0.85).run({"messages": []}, plan, AnswerFormat(), {})  # type: ignore[arg-type]
+    )
+    assert result.drawn == 8
+    expected = result.payload["choices"][0]["message"]["content"] if result.tally else None
+    chosen = majority(samples)
     assert (f"Answer: {chosen}" if chosen is not None else None) == expected
