@@ -2,7 +2,7 @@
 
     python -m bench.compute_sim bench/results/compute-calib-seed2-t03.json [--orders 300] \\
         [--confidence 0.80] [--confident-logprob -0.075] [--futility 3 4 5 none] \\
-        [--unsure-split -0.15 none] [--levels S0 S4] [--pool]
+        [--unsure-split -0.15 none] [--levels S0 S4] [--pool] [--live-trials 2000]
 
 Takes the `fixed8-direct` records of a bench.compute_replay run (each question's 8 samples: final
 answer, finish reason, tokens and, when recorded, the mean token log-probability), and replays
@@ -17,17 +17,25 @@ over the orders: the first k samples of a random order of 8 independent samples 
 samples, so the replayed vote is distributed as a live vote and the majority as the fixed method, and
 `accuracy_points` is an unbiased estimate of their difference without the luck of one live draw of
 each. (The recorded run's own majority, `majority_of_8_recorded`, is one tie-break among those orders.)
+
+`--live-trials` also simulates that many live runs of the same questions (vote and fixed method each
+drawing afresh, with replacement, from the recorded samples) and prints the spread of their pooled
+accuracy difference beside the recorded live runs' own (`vote-nomem` against `fixed8-direct`): whether
+a live shortfall is more than one run's luck. `--sample-fit` checks that the live vote's samples are
+distributed as the fixed run's (see `sample_fit`), which is what makes the replay stand for the live vote.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from bench.replay_dataset import is_correct
 from budget.compute.answers import AnswerFormat
@@ -139,13 +147,124 @@ def simulate(
     }
 
 
-def fixed_records(path: str, levels: Sequence[str] | None) -> list[dict[str, Any]]:
+def live_spread(
+    records: Sequence[dict[str, Any]],
+    trials: int,
+    confidence: float,
+    gate: float | None,
+    futility: int | None,
+    unsure_below: float | None = None,
+    seed: int = 0,
+) -> list[float]:
+    """The pooled (vote right) - (fixed n=8 right), in points, of `trials` simulated live runs.
+
+    A live run draws the vote's samples and the fixed method's 8 afresh and independently: here both
+    are drawn with replacement from each question's recorded samples. The spread of these differences
+    is how far one live run of these questions may land from the expected difference by luck alone.
+    """
+    rng = random.Random(seed)
+    differences = []
+    for _ in range(trials):
+        margin = 0
+        for record in records:
+            samples = samples_of(record)
+            chosen = replay_vote(rng.choices(samples, k=len(samples)), confidence, gate, futility, unsure_below)[0]
+            fixed = majority(rng.choices(samples, k=len(samples)))
+            margin += is_correct(chosen or "", record["gold"]) - is_correct(fixed or "", record["gold"])
+        differences.append(100 * margin / len(records))
+    return differences
+
+
+def spread_summary(differences: Sequence[float], observed: float | None) -> dict[str, float]:
+    ranked = sorted(differences)
+    mean = sum(ranked) / len(ranked)
+    summary = {
+        "expected_points": mean,
+        "sd_points": (sum((d - mean) ** 2 for d in ranked) / len(ranked)) ** 0.5,
+        "p05_points": ranked[int(0.05 * (len(ranked) - 1))],
+        "p95_points": ranked[int(0.95 * (len(ranked) - 1))],
+    }
+    if observed is not None:
+        summary["observed_live_points"] = observed
+        summary["share_at_or_below_observed"] = sum(d <= observed + 1e-9 for d in ranked) / len(ranked)
+    return summary
+
+
+def observed_live_points(paths: Sequence[str], levels: Sequence[str] | None) -> float | None:
+    """(vote-nomem right) - (fixed8-direct right) of the recorded live runs, in points; None without both."""
+    fixed = [r for path in paths for r in records_of(path, "fixed8-direct", levels)]
+    vote = [r for path in paths for r in records_of(path, "vote-nomem", levels)]
+    if not fixed or len(vote) != len(fixed):
+        return None
+    return 100 * (sum(bool(r["correct"]) for r in vote) - sum(bool(r["correct"]) for r in fixed)) / len(fixed)
+
+
+def vote_tally(header: str | None) -> dict[str, int]:
+    """An `x-speedup-votes` header as recorded: key=count pairs, keys URL-quoted."""
+    pairs = (part.rsplit("=", 1) for part in (header or "").split(",") if part)
+    return {unquote(key): int(count) for key, count in pairs}
+
+
+def sample_fit(
+    paths: Sequence[str],
+    levels: Sequence[str] | None,
+    trials: int,
+    confidence: float,
+    futility: int | None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Are the live vote's samples drawn as the fixed method's were? The mean log-likelihood of the
+    live vote samples (each one's answer, or its abstention) under the fixed run's answer shares for
+    that question (add-half smoothed, one more class for answers the fixed run never gave), against
+    the same statistic of `trials` simulated votes drawing from those shares with the same rule (without
+    its log-probability gates, as shipped).
+
+    Per sample, so that how long the votes ran does not weigh in; a share near 0 says the live samples
+    give answers the fixed run made rarely (a request unlike the direct one), near 1 that they agree
+    with the fixed run's majority more than independent draws would.
+    """
+    rng = random.Random(seed)
+    observed, observed_n = 0.0, 0
+    simulated, simulated_n = [0.0] * trials, [0] * trials
+    for path in paths:
+        fixed = {r["index"]: r for r in records_of(path, "fixed8-direct", levels)}
+        for vote in records_of(path, "vote-nomem", levels):
+            keys = [s.key for s in samples_of(fixed[vote["index"]])]
+            classes: list[str | None] = [*sorted({k for k in keys if k is not None}), "<other>", None]
+            share = {c: (keys.count(c) + 0.5) / (len(keys) + 0.5 * len(classes)) for c in classes}
+            tally = vote_tally(vote["votes"])
+            abstained = vote["units"] - sum(tally.values())
+            observed += abstained * math.log(share[None]) + sum(
+                count * math.log(share.get(key, share["<other>"])) for key, count in tally.items()
+            )
+            observed_n += vote["units"]
+            weights = [share[c] for c in classes]
+            for trial in range(trials):
+                draws = rng.choices(classes, weights, k=len(keys))
+                ballot = [Sample(f"<other>{i}" if c == "<other>" else c, 0, None) for i, c in enumerate(draws)]
+                drawn = replay_vote(ballot, confidence, None, futility)[1]
+                simulated[trial] += sum(math.log(share[c]) for c in draws[:drawn])
+                simulated_n[trial] += drawn
+    means = sorted(total / max(n, 1) for total, n in zip(simulated, simulated_n, strict=True))
+    live = observed / max(observed_n, 1)
+    return {
+        "live_mean_loglik": live,
+        "simulated_median": means[trials // 2],
+        "share_at_or_below": sum(m <= live for m in means) / trials,
+    }
+
+
+def records_of(path: str, pass_name: str, levels: Sequence[str] | None) -> list[dict[str, Any]]:
     with open(path) as handle:
         return [
             r
             for r in json.load(handle)["records"]
-            if r["pass"] == "fixed8-direct" and (levels is None or r["level"] in levels)
+            if r["pass"] == pass_name and (levels is None or r["level"] in levels)
         ]
+
+
+def fixed_records(path: str, levels: Sequence[str] | None) -> list[dict[str, Any]]:
+    return records_of(path, "fixed8-direct", levels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,9 +277,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unsure-split", nargs="+", default=["none"], help="unsure_split_logprob values; 'none': off")
     parser.add_argument("--levels", nargs="+", default=None)
     parser.add_argument("--pool", action="store_true", help="one simulation over all runs' questions")
+    parser.add_argument(
+        "--sample-fit",
+        type=int,
+        default=0,
+        help="check the live vote's samples against the fixed run's with this many trials",
+    )
+    parser.add_argument(
+        "--live-trials", type=int, default=0, help="also simulate this many live runs: the spread one run has by luck"
+    )
     args = parser.parse_args(argv)
     runs = {path: fixed_records(path, args.levels) for path in args.runs}
+    sources = {path: [path] for path in args.runs}
     if args.pool:
+        sources = {" + ".join(runs): list(args.runs)}
         runs = {" + ".join(runs): [r for records in runs.values() for r in records]}
     for name, records in runs.items():
         print(f"{name}: {len(records)} questions, {args.orders} orders each")
@@ -171,6 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = simulate(records, args.orders, args.confidence, args.confident_logprob, futility, unsure_below)
                 cells = " ".join(f"{k}={v:.3f}" for k, v in result.items())
                 print(f"  futility={value:>4} unsure_split={unsure:>6}: {cells}")
+                if args.live_trials:
+                    differences = live_spread(
+                        records, args.live_trials, args.confidence, args.confident_logprob, futility, unsure_below
+                    )
+                    spread = spread_summary(differences, observed_live_points(sources[name], args.levels))
+                    print("    one live run: " + " ".join(f"{k}={v:.3f}" for k, v in spread.items()))
+                if args.sample_fit:
+                    fit = sample_fit(sources[name], args.levels, args.sample_fit, args.confidence, futility)
+                    print("    live samples vs fixed: " + " ".join(f"{k}={v:.3f}" for k, v in fit.items()))
     return 0
 
 
