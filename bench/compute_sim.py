@@ -16,7 +16,8 @@ The baseline is the majority of the same 8 in the same order (ties to its earlie
 over the orders: the first k samples of a random order of 8 independent samples are k independent
 samples, so the replayed vote is distributed as a live vote and the majority as the fixed method, and
 `accuracy_points` is an unbiased estimate of their difference without the luck of one live draw of
-each. (The recorded run's own majority, `majority_of_8_recorded`, is one tie-break among those orders.)
+each; `accuracy_points_se` is its standard error over the questions. (The recorded run's own
+majority, `majority_of_8_recorded`, is one tie-break among those orders.)
 
 `--live-trials` also simulates that many live runs of the same questions (vote and fixed method each
 drawing afresh, with replacement, from the recorded samples) and prints the spread of their pooled
@@ -124,22 +125,29 @@ def simulate(
     rng = random.Random(seed)
     right = fixed_right = drawn = tokens = 0.0
     stops: Counter[str] = Counter()
+    margins = []  # per question: (vote right) - (majority right), averaged over the orders
     for record in records:
         samples = samples_of(record)
+        margin = 0
         for _ in range(orders):
             order = rng.sample(samples, len(samples))
             chosen, n, spent, stop = replay_vote(order, confidence, gate, futility, unsure_below)
-            right += is_correct(chosen or "", record["gold"])
-            fixed_right += is_correct(majority(order) or "", record["gold"])
+            vote_right = is_correct(chosen or "", record["gold"])
+            majority_right = is_correct(majority(order) or "", record["gold"])
+            right += vote_right
+            fixed_right += majority_right
+            margin += vote_right - majority_right
             drawn += n
             tokens += spent
             stops[stop] += 1
+        margins.append(margin / orders)
     runs = len(records) * orders
     full_tokens = sum(sum(s.tokens for s in samples_of(r)) for r in records)
     return {
         "accuracy": right / runs,
         "majority_of_8": fixed_right / runs,
         "accuracy_points": 100 * (right - fixed_right) / runs,
+        "accuracy_points_se": 100 * standard_error(margins),
         "majority_of_8_recorded": sum(bool(r["correct"]) for r in records) / len(records),
         "samples": drawn / runs,
         "tokens_saved_pct": 100 * (1 - (tokens / orders) / full_tokens),
@@ -261,6 +269,14 @@ def records_of(path: str, pass_name: str, levels: Sequence[str] | None) -> list[
             for r in json.load(handle)["records"]
             if r["pass"] == pass_name and (levels is None or r["level"] in levels)
         ]
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Of the mean over questions: how far another set of such questions could move the estimate."""
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
 
 
 def fixed_records(path: str, levels: Sequence[str] | None) -> list[dict[str, Any]]:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.compute_sim import live_spread, observed_live_points, sample_fit, spread_summary, vote_tally
+from bench.compute_sim import (
+    live_spread,
+    observed_live_points,
+    sample_fit,
+    simulate,
+    spread_summary,
+    standard_error,
+    vote_tally,
+)
 
 
 def fixed(gold: str, finals: list[str], index: int = 0) -> dict:
@@ -77,3 +85,10 @@ def test_live_samples_the_fixed_run_never_gave_do_not_fit(tmp_path: Path) -> Non
 def test_the_votes_header_is_read_back_with_its_quoting() -> None:
     assert vote_tally("1%2C200=2,text%3A0=1") == {"1,200": 2, "text:0": 1}
     assert vote_tally(None) == {}
+
+
+def test_the_offline_estimate_carries_its_standard_error_over_questions() -> None:
+    assert standard_error([0.0, 0.0, 0.0]) == 0.0
+    assert standard_error([1.0, -1.0]) == 1.0  # sd sqrt(2) over sqrt(2) questions
+    same = [fixed("7", ["7"] * 8, i) for i in range(3)]
+    assert simulate(same, 20, 0.80, None, 5)["accuracy_points_se"] == 0.0
