@@ -6,11 +6,13 @@ fails, it does not skip: the dashboard is a deliverable.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +119,23 @@ def stats(proxy: RunningProxy, **params: str) -> dict[str, Any]:
     return response.json()
 
 
+def to_fixed(value: float, digits: int) -> str:
+    """JavaScript's `Number.prototype.toFixed`: the exact binary value rounded, an exact tie away from
+    zero (0.625 -> "0.63"), where Python's format rounds it to even ("0.62")."""
+    exact = Decimal(value + 0.0)  # + 0.0: -0 shows as "0.00", as in JavaScript
+    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
 def fmt_int(value: float) -> str:
-    return f"{round(value):,}"
+    return f"{math.floor(value + 0.5):,}"  # Math.round: halves up, where Python's round() goes to even
 
 
 def fmt_rate(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
+    return "–" if value is None else to_fixed(value * 100, 1) + "%"
 
 
 def fmt_latency(value: float) -> str:
-    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    return to_fixed(value * 1000, 1) + " ms" if value < 1 else to_fixed(value, 2) + " s"
 
 
 def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
@@ -143,10 +152,10 @@ def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         "reuse-rate": (t["reuse_rate"], fmt_rate(t["reuse_rate"])),
         "net-saved-tokens": (t["net_saved_tokens"], fmt_int(t["net_saved_tokens"])),
         "saved-tokens": (t["saved_tokens"], fmt_int(t["saved_tokens"])),
-        "net-saved-seconds": (t["net_saved_seconds"], f"{t['net_saved_seconds']:.2f} s"),
-        "saved-seconds": (t["saved_seconds"], f"{t['saved_seconds']:.2f} s"),
-        "money-saved": (money["net_saved"], f"{money['net_saved']:.4f} {currency}"),
-        "money-spent": (money["spent"], f"{money['spent']:.4f} {currency}"),
+        "net-saved-seconds": (t["net_saved_seconds"], to_fixed(t["net_saved_seconds"], 2) + " s"),
+        "saved-seconds": (t["saved_seconds"], to_fixed(t["saved_seconds"], 2) + " s"),
+        "money-saved": (money["net_saved"], f"{to_fixed(money['net_saved'], 4)} {currency}"),
+        "money-spent": (money["spent"], f"{to_fixed(money['spent'], 4)} {currency}"),
         "backend-tokens": (t["backend_tokens"]["total"], fmt_int(t["backend_tokens"]["total"])),
         "backend-prompt-tokens": (t["backend_tokens"]["prompt"], fmt_int(t["backend_tokens"]["prompt"])),
         "backend-completion-tokens": (t["backend_tokens"]["completion"], fmt_int(t["backend_tokens"]["completion"])),
@@ -160,8 +169,10 @@ def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         "episodes-total": (s["memory"]["total"], fmt_int(s["memory"]["total"])),
         "escalations": (t["escalations"], fmt_int(t["escalations"])),
         **audit_tiles(t["reuse_audit"]),
-        **{f"verify-{name}": (t["reuse_verification"][name], fmt_int(t["reuse_verification"][name]))
-           for name in ("same", "checks", "tokens", "errors")},  # fmt: skip
+        **{
+            f"verify-{name}": (t["reuse_verification"][name], fmt_int(t["reuse_verification"][name]))
+            for name in ("same", "checks", "tokens", "errors")
+        },  # fmt: skip
         **compute_tiles(t["adaptive_compute"]),
     }
 
@@ -318,3 +329,19 @@ def test_dashboard_shows_what_the_stats_api_reports(
     log = browser.get_log("browser")
     errors = [e for e in log if e["level"] == "SEVERE" and not any(x in e["message"] for x in expected)]
     assert not errors, errors
+
+
+TIES_AND_NEIGHBOURS = [0.625, 0.615, 1.005, 2.675, 0.125, -0.625, -0.0, 0.0, 12.5, 0.3 + 0.325, 1e-7, 123.456789]
+
+
+def test_the_expected_tile_text_rounds_as_the_browser_does(browser: webdriver.Chrome) -> None:
+    """The risk: the test's own formatter rounds an exact tie (0.625 s) other than toFixed and
+    Math.round do, and the dashboard test fails on a tile that is right."""
+    shown = browser.execute_script(
+        "return arguments[0].map(v => [v.toFixed(1), v.toFixed(2), v.toFixed(4), Math.round(v * 2)]);",
+        TIES_AND_NEIGHBOURS,
+    )
+    expected = [
+        [to_fixed(v, 1), to_fixed(v, 2), to_fixed(v, 4), str(math.floor(v * 2 + 0.5))] for v in TIES_AND_NEIGHBOURS
+    ]
+    assert [[str(x) for x in row] for row in shown] == expected
