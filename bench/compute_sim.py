@@ -2,7 +2,8 @@
 
     python -m bench.compute_sim bench/results/compute-calib-seed2-t03.json [--orders 300] \\
         [--confidence 0.80] [--confident-logprob -0.075] [--futility 3 4 5 none] \\
-        [--unsure-split -0.15 none] [--levels S0 S4] [--pool] [--live-trials 2000]
+        [--unsure-split -0.15 none] [--levels S0 S4] [--pool] \\
+        [--live-trials 2000] [--sample-fit 1000]
 
 Takes the `fixed8-direct` records of a bench.compute_replay run (each question's 8 samples: final
 answer, finish reason, tokens and, when recorded, the mean token log-probability), and replays
@@ -171,14 +172,14 @@ def live_spread(
     is how far one live run of these questions may land from the expected difference by luck alone.
     """
     rng = random.Random(seed)
+    questions = [(samples_of(record), record["gold"]) for record in records]
     differences = []
     for _ in range(trials):
         margin = 0
-        for record in records:
-            samples = samples_of(record)
+        for samples, gold in questions:
             chosen = replay_vote(rng.choices(samples, k=len(samples)), confidence, gate, futility, unsure_below)[0]
             fixed = majority(rng.choices(samples, k=len(samples)))
-            margin += is_correct(chosen or "", record["gold"]) - is_correct(fixed or "", record["gold"])
+            margin += is_correct(chosen or "", gold) - is_correct(fixed or "", gold)
         differences.append(100 * margin / len(records))
     return differences
 
@@ -279,10 +280,6 @@ def standard_error(values: Sequence[float]) -> float:
     return (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
 
 
-def fixed_records(path: str, levels: Sequence[str] | None) -> list[dict[str, Any]]:
-    return records_of(path, "fixed8-direct", levels)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="bench.compute_replay result files")
@@ -303,12 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--live-trials", type=int, default=0, help="also simulate this many live runs: the spread one run has by luck"
     )
     args = parser.parse_args(argv)
-    runs = {path: fixed_records(path, args.levels) for path in args.runs}
-    sources = {path: [path] for path in args.runs}
-    if args.pool:
-        sources = {" + ".join(runs): list(args.runs)}
-        runs = {" + ".join(runs): [r for records in runs.values() for r in records]}
-    for name, records in runs.items():
+    sources = {" + ".join(args.runs): list(args.runs)} if args.pool else {path: [path] for path in args.runs}
+    for name, paths in sources.items():
+        records = [r for path in paths for r in records_of(path, "fixed8-direct", args.levels)]
+        observed = observed_live_points(paths, args.levels) if args.live_trials else None
         print(f"{name}: {len(records)} questions, {args.orders} orders each")
         for value in args.futility:
             for unsure in args.unsure_split:
@@ -321,10 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     differences = live_spread(
                         records, args.live_trials, args.confidence, args.confident_logprob, futility, unsure_below
                     )
-                    spread = spread_summary(differences, observed_live_points(sources[name], args.levels))
+                    spread = spread_summary(differences, observed)
                     print("    one live run: " + " ".join(f"{k}={v:.3f}" for k, v in spread.items()))
                 if args.sample_fit:
-                    fit = sample_fit(sources[name], args.levels, args.sample_fit, args.confidence, futility)
+                    fit = sample_fit(paths, args.levels, args.sample_fit, args.confidence, futility)
                     print("    live samples vs fixed: " + " ".join(f"{k}={v:.3f}" for k, v in fit.items()))
     return 0
 

@@ -126,8 +126,13 @@ def to_fixed(value: float, digits: int) -> str:
     return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
+def js_round(value: float) -> int:
+    """JavaScript's `Math.round`: halves up, where Python's round() goes to even."""
+    return math.floor(value + 0.5)
+
+
 def fmt_int(value: float) -> str:
-    return f"{math.floor(value + 0.5):,}"  # Math.round: halves up, where Python's round() goes to even
+    return f"{js_round(value):,}"
 
 
 def fmt_rate(value: float | None) -> str:
@@ -169,10 +174,8 @@ def expected_tiles(s: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         "episodes-total": (s["memory"]["total"], fmt_int(s["memory"]["total"])),
         "escalations": (t["escalations"], fmt_int(t["escalations"])),
         **audit_tiles(t["reuse_audit"]),
-        **{
-            f"verify-{name}": (t["reuse_verification"][name], fmt_int(t["reuse_verification"][name]))
-            for name in ("same", "checks", "tokens", "errors")
-        },  # fmt: skip
+        **{f"verify-{name}": (t["reuse_verification"][name], fmt_int(t["reuse_verification"][name]))
+           for name in ("same", "checks", "tokens", "errors")},  # fmt: skip
         **compute_tiles(t["adaptive_compute"]),
     }
 
@@ -342,6 +345,6 @@ def test_the_expected_tile_text_rounds_as_the_browser_does(browser: webdriver.Ch
         TIES_AND_NEIGHBOURS,
     )
     expected = [
-        [to_fixed(v, 1), to_fixed(v, 2), to_fixed(v, 4), str(math.floor(v * 2 + 0.5))] for v in TIES_AND_NEIGHBOURS
+        [to_fixed(v, 1), to_fixed(v, 2), to_fixed(v, 4), str(js_round(v * 2))] for v in TIES_AND_NEIGHBOURS
     ]
     assert [[str(x) for x in row] for row in shown] == expected
